@@ -1,0 +1,27 @@
+"""Datasets, built by name from `configs/data/<name>.yaml`.
+
+A dataset module registers `@DATASETS.register("name")` on a loader taking the YAML's keys (other
+than `name`) as keyword arguments. Data knows nothing of models, evaluation or tracking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from normlab.registry import Registry
+
+DATASETS: Registry = Registry("dataset", "normlab.data", "data")
+
+
+def load_dataset(cfg: Mapping[str, Any]) -> Any:
+    loader = DATASETS.get(str(cfg["name"]))
+    return loader(**{k: v for k, v in cfg.items() if k != "name"})
+
+
+def default_cache_dir() -> str:
+    """A writable per-user cache (data folders may be read-only, as ../shared is in CI)."""
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "normlab")

@@ -1,0 +1,77 @@
+"""Training and evaluation batches from uint8 image tensors, augmented in batches.
+
+The order and augmentation of epoch e are drawn from a generator seeded by (seed, e), so batch k of
+epoch e is the same whether the run got there directly or was resumed at k.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from normlab.data.augment import crop_flip, draw_augmentation
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+class ImageBatches:
+    """Shuffled, augmented, normalized float batches (N, C, H, W) with int64 labels."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        augment: bool = True,
+        pad: int = 4,
+        device: torch.device | str = "cpu",
+        channels_last: bool = False,
+    ) -> None:
+        self.device = torch.device(device)
+        # The uint8 images live on the training device (a GPU holds CIFAR-10 in 150 MB).
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+        self.mean = (mean * 255).view(1, -1, 1, 1).to(self.device)
+        self.inv_std = (1 / (std * 255)).view(1, -1, 1, 1).to(self.device)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.augment = augment
+        self.pad = pad
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.labels)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float().sub_(self.mean).mul_(self.inv_std)
+        return x.contiguous(memory_format=self.memory_format)
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches `start_batch`, `start_batch + 1`, ... of epoch `epoch`."""
+        n = len(self.labels)
+        g = epoch_generator(self.seed, epoch)
+        order = torch.randperm(n, generator=g)
+        offsets, flips = draw_augmentation(n, self.pad, g)
+        for k in range(start_batch, len(self)):
+            idx = order[k * self.batch_size : (k + 1) * self.batch_size]
+            idx_dev = idx.to(self.device, non_blocking=True)
+            x = self.images[idx_dev]
+            if self.augment:
+                x = crop_flip(x, offsets[idx], flips[idx], self.pad)
+            yield self.normalize(x), self.labels[idx_dev]
+
+    def in_order(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every image once, in stored order, without augmentation (for evaluation)."""
+        for k in range(len(self)):
+            sl = slice(k * self.batch_size, (k + 1) * self.batch_size)
+            yield self.normalize(self.images[sl]), self.labels[sl]

@@ -1,0 +1,33 @@
+"""Models, built by name from `configs/model/<name>.yaml` and a norm factory.
+
+A model module registers `@MODELS.register("name")` on a builder
+`(norm: NormFactory, **options) -> nn.Module`; the options are the YAML's keys other than `name`.
+Models only ever create norm layers through the factory they are given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from normlab.errors import UserError
+from normlab.norms import NormFactory
+from normlab.registry import Registry
+
+MODELS: Registry = Registry("model", "normlab.models", "model")
+
+
+def build_model(cfg: Mapping[str, Any], norm: NormFactory, **task_options: Any) -> nn.Module:
+    """Build the model named by `cfg.name` with the YAML's options and those the task supplies."""
+    builder = MODELS.get(str(cfg["name"]))
+    options = {k: v for k, v in cfg.items() if k != "name"} | task_options
+    try:
+        return builder(norm=norm, **options)
+    except TypeError as err:  # an option the builder does not take: a typo in the config
+        raise UserError(f"model {cfg['name']!r} rejected its options: {err}") from None
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,63 @@
+"""Normalization layers behind one factory.
+
+Models ask for "a norm over `num_features` features" through a `NormFactory` and never name a
+concrete class, so `norm=bn|ln|gn|none|...` swaps the layer everywhere. A norm is one module in this
+package that registers a builder with `@NORMS.register("name")`, plus `configs/norm/<name>.yaml`
+whose keys (other than `name`) are the builder's keyword options.
+
+Layouts: "image" modules take (N, C, H, W); "sequence" modules take (B, T, C) plus a padding mask
+(B, T) that is True at pad positions, and must leave pads out of every statistic.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from torch import nn
+
+from normlab.errors import UserError
+from normlab.registry import Registry
+
+Layout = Literal["image", "sequence"]
+NormFactory = Callable[[int], nn.Module]
+
+NORMS: Registry = Registry("norm", "normlab.norms", "norm")
+
+
+def norm_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The builder options of a norm config: every key except `name`."""
+    return {k: v for k, v in cfg.items() if k != "name"}
+
+
+def check_norm_config(cfg: Mapping[str, Any]) -> None:
+    """Fail with one sentence if the name is unknown or an option is not one the norm takes."""
+    if "name" not in cfg:
+        raise UserError("the norm config has no `name`; choose one with norm=<name>")
+    builder = NORMS.get(str(cfg["name"]))
+    params = inspect.signature(builder).parameters
+    accepted = [p for p in params if p not in ("num_features", "layout")]
+    for key in norm_options(cfg):
+        if key not in accepted:
+            raise UserError(
+                f"norm {cfg['name']!r} has no option {key!r}; its options are "
+                f"{', '.join(accepted) or '(none)'}"
+            )
+
+
+def norm_factory(cfg: Mapping[str, Any], layout: Layout) -> NormFactory:
+    """A callable `num_features -> nn.Module` for the norm described by `cfg` (name + options)."""
+    check_norm_config(cfg)
+    builder = NORMS.get(str(cfg["name"]))
+    options = norm_options(cfg)
+
+    def make(num_features: int) -> nn.Module:
+        return builder(num_features, layout=layout, **options)
+
+    return make
+
+
+def unsupported_layout(name: str, layout: str) -> UserError:
+    """The error a builder raises for a layout it does not implement."""
+    return UserError(f"norm {name!r} has no {layout} version; pick another norm for this model")

@@ -1,0 +1,1 @@
+"""Tracking: local metric files (the source of truth), provenance, and the wandb mirror."""

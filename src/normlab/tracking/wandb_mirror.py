@@ -1,0 +1,70 @@
+"""Mirror of the local metric files to Weights & Biases; a wandb failure only ever warns.
+
+Offline unless the user is logged in (WANDB_API_KEY set or a `wandb login` entry in ~/.netrc), so a
+run never blocks on the network; `wandb sync` uploads offline runs later.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+def _logged_in() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.path.expanduser("~/.netrc"))
+    return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+class WandbMirror:
+    def __init__(self, cfg: Mapping[str, Any], run_dir: Path, config: dict, name: str) -> None:
+        self.run = None
+        mode = cfg.get("mode") or ("online" if _logged_in() else "offline")
+        try:
+            import wandb
+
+            self.run = wandb.init(
+                project=cfg.get("project", "normlab"),
+                entity=cfg.get("entity"),
+                group=cfg.get("group"),
+                job_type=cfg.get("job_type"),
+                tags=list(cfg.get("tags") or []),
+                name=name,
+                dir=str(run_dir),
+                config=config,
+                mode=mode,
+                resume="allow",
+                id=cfg.get("id"),
+            )
+        except Exception as err:  # noqa: BLE001 - wandb must never stop training
+            warnings.warn(f"wandb could not start ({err}); continuing with local files only", stacklevel=2)
+
+    def log(self, metrics: Mapping[str, Any], step: int) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.log(dict(metrics), step=step)
+        except Exception as err:  # noqa: BLE001
+            warnings.warn(f"wandb log failed ({err}); further wandb logging is off", stacklevel=2)
+            self.run = None
+
+    def summary(self, metrics: Mapping[str, Any]) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.summary.update(dict(metrics))
+        except Exception as err:  # noqa: BLE001
+            warnings.warn(f"wandb summary failed ({err})", stacklevel=2)
+
+    def finish(self, exit_code: int = 0) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.finish(exit_code=exit_code)
+        except Exception as err:  # noqa: BLE001
+            warnings.warn(f"wandb finish failed ({err})", stacklevel=2)
+        self.run = None

@@ -1,0 +1,89 @@
+"""Checkpoints that restore everything a run needs to continue exactly as if it had not stopped:
+model, optimizer, scheduler, RNG states, position in the data order, metric-file offsets, timers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from normlab.errors import UserError
+from normlab.io_utils import atomic_write
+
+FORMAT = 1
+
+# Keys that may differ between the run that wrote a checkpoint and the one resuming it: they change
+# how a run is watched or where it keeps caches, not what it computes.
+VOLATILE_KEYS = (
+    "trainer.progress",
+    "trainer.simulate_interrupt_at_step",
+    "trainer.threads",
+    "logger",
+    "run_dir",
+    "resume",
+    "data.cache_dir",
+    "data.download",
+)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    atomic_write(path, lambda f: torch.save({"format": FORMAT, **payload}, f))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise UserError(
+            f"cannot read checkpoint {path} ({err.__class__.__name__}); delete it to start over"
+        ) from None
+    if ckpt.get("format") != FORMAT:
+        raise UserError(f"checkpoint {path} has format {ckpt.get('format')}, expected {FORMAT}")
+    return ckpt
+
+
+def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out |= flatten(value, name + ".")
+        else:
+            out[name] = value
+    return out
+
+
+def _volatile(key: str) -> bool:
+    return any(key == v or key.startswith(v + ".") for v in VOLATILE_KEYS)
+
+
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """'key: saved -> current' for each setting that changes what the run computes."""
+    a, b = flatten(saved), flatten(current)
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if _volatile(key):
+            continue
+        if a.get(key, "<unset>") != b.get(key, "<unset>"):
+            diffs.append(f"{key}: {a.get(key, '<unset>')!r} -> {b.get(key, '<unset>')!r}")
+    return diffs

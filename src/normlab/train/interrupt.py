@@ -1,0 +1,37 @@
+"""SIGTERM/SIGINT → finish the current step, write a checkpoint, stop (a second Ctrl-C aborts)."""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+
+class StopRequests:
+    """Context manager that turns SIGTERM/SIGINT into a flag the loop checks between steps."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: the user really wants out now
+        self.signum = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def __enter__(self) -> StopRequests:
+        for s in self.SIGNALS:
+            try:
+                self._previous[s] = signal.signal(s, self._handle)
+            except ValueError:  # not the main thread (e.g. some launchers): signals stay default
+                pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)  # type: ignore[arg-type]

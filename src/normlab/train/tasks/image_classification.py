@@ -1,0 +1,59 @@
+"""Image classification (ResNet-20 on CIFAR-10): cross-entropy on batched-augmented uint8 data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from normlab.data import load_dataset
+from normlab.data.image_batches import ImageBatches
+from normlab.eval.classification import evaluate_classifier
+from normlab.models import build_model
+from normlab.norms import norm_factory
+from normlab.train.tasks import TASKS
+
+
+@TASKS.register("image_classification")
+class ImageClassificationTask:
+    unit = "img"
+    train_keys = ("acc",)
+    eval_keys = ("test_loss", "test_acc")
+
+    def __init__(self, cfg: DictConfig, device: torch.device) -> None:
+        data = load_dataset(cfg.data)
+        self.data_source, self.data_detail = data.source, data.detail
+        channels_last = bool(cfg.trainer.channels_last)
+        self.model = build_model(
+            cfg.model, norm_factory(cfg.norm, "image"), num_classes=len(data.classes)
+        ).to(device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        common = dict(mean=data.mean, std=data.std, device=device, channels_last=channels_last)
+        self.train_data = ImageBatches(
+            data.train_x, data.train_y, batch_size=cfg.trainer.batch_size, seed=cfg.seed, **common
+        )
+        self.test_data = ImageBatches(
+            data.test_x, data.test_y, batch_size=cfg.trainer.eval_batch_size, seed=0, augment=False,
+            **common,
+        )
+
+    def steps_per_epoch(self) -> int:
+        return len(self.train_data)
+
+    def train_batches(self, epoch: int, start_batch: int) -> Iterator[Any]:
+        return self.train_data.epoch(epoch, start_batch)
+
+    def train_loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, float], int]:
+        x, y = batch
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        acc = (logits.detach().argmax(1) == y).float().mean()
+        return loss, {"acc": acc}, len(y)
+
+    def evaluate(self) -> dict[str, float]:
+        metrics = evaluate_classifier(self.model, self.test_data.in_order())
+        return {f"test_{k}": v for k, v in metrics.items()}
