@@ -18,7 +18,17 @@ from normlab.errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 # Groups chosen on the command line; `preset` is picked by experiment+scale, `hydra` by us.
-USER_GROUPS = ("model", "data", "norm", "optim", "logger", "scale", "experiment", "launcher", "probe")
+USER_GROUPS = (
+    "model",
+    "data",
+    "norm",
+    "optim",
+    "logger",
+    "scale",
+    "experiment",
+    "launcher",
+    "probe",
+)
 
 
 def run_name(override_dirname: str) -> str:

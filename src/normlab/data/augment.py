@@ -9,14 +9,18 @@ from __future__ import annotations
 import torch
 
 
-def draw_augmentation(n: int, pad: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def draw_augmentation(
+    n: int, pad: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image: crop offsets in [0, 2*pad] for (row, col), and a flip flag."""
     offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator)
     flips = torch.rand(n, generator=generator) < 0.5
     return offsets, flips
 
 
-def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: int) -> torch.Tensor:
+def crop_flip(
+    images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: int
+) -> torch.Tensor:
     """Random-crop (zero padding `pad`) and flip a batch (N, C, H, W), as torchvision's
     RandomCrop(H, padding=pad) + RandomHorizontalFlip would per image."""
     n, c, h, w = images.shape

@@ -184,7 +184,9 @@ def _save_cache(cache_file: Path, blob: dict) -> None:
         warnings.warn(f"could not write the CIFAR-10 cache {cache_file}: {err}", stacklevel=2)
 
 
-def _subset(x: torch.Tensor, y: torch.Tensor, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _subset(
+    x: torch.Tensor, y: torch.Tensor, limit: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed random subset (the same for every run seed), so small scales see all classes."""
     if limit is None or limit >= len(y):
         return x, y

@@ -56,7 +56,9 @@ class ImageBatches:
         x = images.float().sub_(self.mean).mul_(self.inv_std)
         return x.contiguous(memory_format=self.memory_format)
 
-    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def epoch(
+        self, epoch: int, start_batch: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches `start_batch`, `start_batch + 1`, ... of epoch `epoch`."""
         n = len(self.labels)
         g = epoch_generator(self.seed, epoch)

@@ -84,5 +84,7 @@ class ResNetCifar(nn.Module):
 
 
 @MODELS.register("resnet20")
-def build_resnet20(norm: NormFactory, num_classes: int = 10, blocks_per_stage: int = 3) -> nn.Module:
+def build_resnet20(
+    norm: NormFactory, num_classes: int = 10, blocks_per_stage: int = 3
+) -> nn.Module:
     return ResNetCifar(norm, blocks_per_stage=blocks_per_stage, num_classes=num_classes)

@@ -9,7 +9,9 @@ from normlab.norms import NORMS, unsupported_layout
 
 
 @NORMS.register("gn")
-def build_groupnorm(num_features: int, layout: str, groups: int = 8, eps: float = 1e-5) -> nn.Module:
+def build_groupnorm(
+    num_features: int, layout: str, groups: int = 8, eps: float = 1e-5
+) -> nn.Module:
     if layout != "image":
         raise unsupported_layout("gn", layout)
     if groups < 1 or num_features % groups:

@@ -16,15 +16,17 @@ from typing import Any
 
 
 class MetricsFile:
-    def __init__(self, path: str | os.PathLike, columns: Sequence[str], resume_offset: int | None = None):
+    def __init__(
+        self, path: str | os.PathLike, columns: Sequence[str], resume_offset: int | None = None
+    ):
         self.path = Path(path)
         self.columns = list(columns)
         if resume_offset is not None and self.path.exists():
             with open(self.path, "r+b") as f:
                 f.truncate(resume_offset)
-            self._file = open(self.path, "a", newline="")
+            self._file = open(self.path, "a", newline="")  # noqa: SIM115 - open for the run
         else:
-            self._file = open(self.path, "w", newline="")
+            self._file = open(self.path, "w", newline="")  # noqa: SIM115 - open for the run
             self._file.write(",".join(self.columns) + "\n")
         self._writer = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="raise")
 

@@ -41,7 +41,9 @@ class WandbMirror:
                 id=cfg.get("id"),
             )
         except Exception as err:  # noqa: BLE001 - wandb must never stop training
-            warnings.warn(f"wandb could not start ({err}); continuing with local files only", stacklevel=2)
+            warnings.warn(
+                f"wandb could not start ({err}); continuing with local files only", stacklevel=2
+            )
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
         if self.run is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from types import FrameType
 
@@ -26,10 +27,9 @@ class StopRequests:
 
     def __enter__(self) -> StopRequests:
         for s in self.SIGNALS:
-            try:
+            # Outside the main thread (some launchers) signals cannot be caught: they stay default.
+            with contextlib.suppress(ValueError):
                 self._previous[s] = signal.signal(s, self._handle)
-            except ValueError:  # not the main thread (e.g. some launchers): signals stay default
-                pass
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -118,7 +118,9 @@ class _Run:
             offsets and offsets["metrics"],
         )
         self.evals = MetricsFile(
-            self.dir / "eval.csv", ["step", "epoch", *self.task.eval_keys], offsets and offsets["eval"]
+            self.dir / "eval.csv",
+            ["step", "epoch", *self.task.eval_keys],
+            offsets and offsets["eval"],
         )
         self.wandb = None
         if cfg.logger.name == "wandb":
@@ -159,8 +161,12 @@ class _Run:
         cfg = self.cfg.trainer
         interrupt_at = cfg.get("simulate_interrupt_at_step")
         bar = tqdm(
-            total=self.total_steps, initial=self.step, unit="step", disable=_progress_off(cfg.progress),
-            dynamic_ncols=True, desc=f"{self.cfg.norm.name} s{self.cfg.seed}",
+            total=self.total_steps,
+            initial=self.step,
+            unit="step",
+            disable=_progress_off(cfg.progress),
+            dynamic_ncols=True,
+            desc=f"{self.cfg.norm.name} s{self.cfg.seed}",
         )
         try:
             while self.step < self.total_steps:
@@ -183,7 +189,9 @@ class _Run:
                         break
                 if stop.requested:
                     self._save()
-                    bar.write(f"stopped by signal {stop.signum} at step {self.step}; checkpoint saved")
+                    bar.write(
+                        f"stopped by signal {stop.signum} at step {self.step}; checkpoint saved"
+                    )
                     return "interrupted"
                 if self.batch_in_epoch >= self.steps_per_epoch:
                     self.epoch, self.batch_in_epoch = self.epoch + 1, 0

@@ -1,8 +1,8 @@
 """The run directory: one per run, locked while a process works in it.
 
-    config.yaml        resolved config          summary.json    final metrics + provenance
-    metrics.csv        one row per step         eval.csv        one row per evaluation
-    checkpoints/last.pt                         run.lock        held by the running process
+config.yaml        resolved config          summary.json    final metrics + provenance
+metrics.csv        one row per step         eval.csv        one row per evaluation
+checkpoints/last.pt                         run.lock        held by the running process
 """
 
 from __future__ import annotations

@@ -37,7 +37,11 @@ class ImageClassificationTask:
             data.train_x, data.train_y, batch_size=cfg.trainer.batch_size, seed=cfg.seed, **common
         )
         self.test_data = ImageBatches(
-            data.test_x, data.test_y, batch_size=cfg.trainer.eval_batch_size, seed=0, augment=False,
+            data.test_x,
+            data.test_y,
+            batch_size=cfg.trainer.eval_batch_size,
+            seed=0,
+            augment=False,
             **common,
         )
 
