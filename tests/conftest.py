@@ -1,48 +1,19 @@
-"""Shared fixtures: config composition, a synthetic CIFAR-like image folder, in-process training."""
+"""Fixtures: an isolated cache, a synthetic CIFAR-like image folder, the shared data folder."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
-from PIL import Image
 
-from normlab.cli import CONFIG_DIR  # also registers the run_name resolver
-from normlab.data.cifar10 import CLASSES
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+from helpers import SHARED_DATA, make_image_folder
 
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     # Tests never touch the user's real cache.
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
-
-
-def compose_config(overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
-
-
-def make_image_folder(
-    root: Path, per_class: dict[str, int], suffix: str = ".png", seed: int = 0
-) -> Path:
-    """CIFAR layout with easy images: each class has its own colour plus noise, so a model learns."""
-    rng = np.random.default_rng(seed)
-    for split, n in per_class.items():
-        for label, name in enumerate(CLASSES):
-            d = root / split / name
-            d.mkdir(parents=True, exist_ok=True)
-            base = np.array([(label * 25) % 256, (label * 70) % 256, (255 - label * 25) % 256])
-            for i in range(n):
-                img = np.clip(base + rng.normal(0, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(img).save(d / f"{i:04d}{suffix}")
-    return root
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_image_folder
+from helpers import make_image_folder
 from normlab.data import cifar10 as cifar
 from normlab.errors import UserError
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, compose_config
+from helpers import REPO, compose_config
 from normlab.cli import CONFIG_DIR, check_group_overrides, group_options, run_name
 from normlab.config import validate_config
 from normlab.errors import UserError

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import compose_config
+from helpers import compose_config
 from normlab.config import validate_config
 from normlab.errors import TrainingDiverged, UserError
 from normlab.tracking.metrics_file import read_metrics
