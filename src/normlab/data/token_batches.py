@@ -1,0 +1,62 @@
+"""Batches of sentence pairs by a token budget, as fairseq builds them.
+
+Pairs are sorted by length (a fresh random order breaks ties each epoch), packed greedily so that
+`n_sentences * longest_side <= max_tokens` (the padded size of the bigger of the source and target
+tensors), and the batches are then shuffled. Every pair appears exactly once per epoch; the order of
+epoch e depends only on (seed, e), so a resumed run replays it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from normlab.errors import UserError
+
+
+def pack_by_tokens(
+    order: np.ndarray, lengths: np.ndarray, max_tokens: int, max_sentences: int | None = None
+) -> list[np.ndarray]:
+    """Cut `order` (indices sorted by length) into consecutive batches within the budget."""
+    batches: list[np.ndarray] = []
+    start, longest = 0, 0
+    for pos, idx in enumerate(order):
+        n = lengths[idx]
+        if n > max_tokens:
+            raise UserError(
+                f"sentence pair {idx} has {n} tokens, more than max_tokens={max_tokens}; "
+                "raise trainer.max_tokens or filter long pairs out"
+            )
+        size = pos - start + 1
+        new_longest = max(longest, n)
+        full = new_longest * size > max_tokens or (max_sentences and size > max_sentences)
+        if full:
+            batches.append(order[start:pos])
+            start, new_longest = pos, n
+        longest = new_longest
+    if start < len(order):
+        batches.append(order[start:])
+    return batches
+
+
+def epoch_batches(
+    src_lengths: np.ndarray,
+    tgt_lengths: np.ndarray,
+    max_tokens: int,
+    seed: int,
+    epoch: int,
+    shuffle: bool = True,
+    max_sentences: int | None = None,
+) -> list[np.ndarray]:
+    """The batches (arrays of pair indices) of one epoch."""
+    src_lengths, tgt_lengths = np.asarray(src_lengths), np.asarray(tgt_lengths)
+    n = len(src_lengths)
+    rng = np.random.default_rng([seed, epoch])
+    ties = rng.permutation(n) if shuffle else np.arange(n)
+    # lexsort: last key is primary -> by source length, then target length, then the random order
+    order = ties[np.lexsort((tgt_lengths[ties], src_lengths[ties]))]
+    lengths = np.maximum(src_lengths, tgt_lengths)
+    batches = pack_by_tokens(order, lengths, max_tokens, max_sentences)
+    if shuffle:
+        perm = rng.permutation(len(batches))
+        batches = [batches[i] for i in perm]
+    return batches
