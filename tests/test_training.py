@@ -10,6 +10,7 @@ import torch
 from helpers import compose_config
 from normlab.config import validate_config
 from normlab.errors import TrainingDiverged, UserError
+from normlab.probe.store import read_probe
 from normlab.tracking.metrics_file import read_metrics
 from normlab.train.loop import TIMING_KEYS, train
 
@@ -64,6 +65,9 @@ def test_resume_after_interruption_equals_the_uninterrupted_run(smoke_overrides,
     assert _results(resumed) | {"config": None} == _results(straight) | {"config": None}
     assert _rows(tmp_path / "a") == _rows(tmp_path / "b")
     assert _rows(tmp_path / "a", "eval.csv") == _rows(tmp_path / "b", "eval.csv")
+    probe_a, probe_b = read_probe(tmp_path / "a"), read_probe(tmp_path / "b")
+    assert probe_a.num_rows == 3 * 8 * 19  # every step, ResNet-20's 19 BN layers
+    assert probe_a.equals(probe_b.select(probe_a.column_names))
     wa = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=False)["model"]
     wb = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=False)["model"]
     assert wa.keys() == wb.keys()

@@ -20,6 +20,8 @@ from tqdm import tqdm
 from normlab.errors import TrainingDiverged, UserError
 from normlab.io_utils import atomic_write_json, atomic_write_text
 from normlab.models import count_parameters
+from normlab.probe import build_probe
+from normlab.probe.store import ProbeStore
 from normlab.tracking.metrics_file import MetricsFile
 from normlab.tracking.provenance import environment, git_info
 from normlab.tracking.wandb_mirror import WandbMirror
@@ -95,6 +97,10 @@ class _Run:
         torch.manual_seed(cfg.seed)
         self.task = TASKS.get(str(cfg.task))(cfg, self.device)
         self.model = self.task.model
+        self.probe = build_probe(cfg.get("probe"), self.model)
+        self.probe_store = ProbeStore(
+            self.dir / "probe", cfg.get("probe", {}).get("flush_every", 1000)
+        )
         self.optimizer = build_optimizer(cfg.optim, self.model)
         self.steps_per_epoch = self.task.steps_per_epoch()
         self.scheduler = build_scheduler(cfg.optim.schedule, self.optimizer, self.steps_per_epoch)
@@ -133,6 +139,7 @@ class _Run:
                 self.wandb.finish(exit_code=1)
             raise
         finally:
+            self.probe_store.flush()
             self.metrics.close()
             self.evals.close()
         summary = self._summary(status)
@@ -153,6 +160,9 @@ class _Run:
         self.resumed = p.get("resumed", 0) + 1
         self.last_eval = ckpt.get("last_eval", {})
         set_rng_state(ckpt["rng"])
+        self.probe_store.truncate_after(self.step)
+        if self.probe is not None:
+            self.probe.load_state_dict(ckpt.get("probe", {}))
         print(f"resuming {self.dir} at step {self.step} (epoch {self.epoch})")
         return ckpt["offsets"]
 
@@ -208,6 +218,8 @@ class _Run:
     def _train_step(self, batch: Any) -> tuple[float, int]:
         t = time.perf_counter()
         self.model.train()
+        if self.probe is not None:
+            self.probe.begin_step(self.step + 1)
         loss, batch_metrics, n = self.task.train_loss(batch)
         loss_value = loss.item()
         if not math.isfinite(loss_value):
@@ -220,6 +232,8 @@ class _Run:
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
+        if self.probe is not None:
+            self._record_probe()
         dt = time.perf_counter() - t
         self.train_s += dt
         self.items += n
@@ -229,6 +243,16 @@ class _Run:
         if self.wandb:
             self.wandb.log({f"train/{k}": v for k, v in row.items() if k != "step"}, self.step)
         return loss_value, n
+
+    def _record_probe(self) -> None:
+        rows = self.probe.end_step(self.step, self.epoch, self.step / self.total_steps)
+        self.probe_store.add(rows)
+        if self.wandb and rows:
+            keys = ("mean_dist", "var_dist", "tid_mean", "tid_var", "grad_mean", "grad_var")
+            self.wandb.log(
+                {f"probe/{r['layer']}/{k}": float(r[k]) for r in rows for k in keys if k in r},
+                self.step,
+            )
 
     def _diverged(self, value: float) -> None:
         self.metrics.flush()
@@ -253,6 +277,7 @@ class _Run:
             self.wandb.log({f"eval/{k}": v for k, v in self.last_eval.items()}, self.step)
 
     def _save(self) -> None:
+        self.probe_store.flush()
         offsets = {"metrics": self.metrics.flush(), "eval": self.evals.flush()}
         progress = {
             "step": self.step,
@@ -274,6 +299,7 @@ class _Run:
                 "rng": rng_state(),
                 "offsets": offsets,
                 "last_eval": self.last_eval,
+                "probe": self.probe.state_dict() if self.probe is not None else {},
             },
         )
 

@@ -1,0 +1,253 @@
+"""The batch-statistics probe: per training step, how far each BN-family layer's batch statistics
+sit from its running statistics, and the gradients of the loss with respect to those statistics.
+
+It sees norm modules only (any model built from the norm factory, or a user's own, works):
+- BN-family = a module in training mode with `running_mean`/`running_var` buffers and a `momentum`
+  (nn.BatchNorm1d/2d/3d, SyncBatchNorm, normlab's masked sequence BN). Features sit on dim 1, or on
+  the dim the module names in `feature_dim` (sequence norms: -1). A `pad_mask` argument (True at
+  pads) keeps pads out of every statistic.
+- μ_B and σ²_B are recovered from the running-average update (snapshot before the forward, invert
+  the EMA after it): two d-vector operations instead of a pass over the activations.
+- The gradients need one pass over the layer's output gradient in the backward pass:
+  ∂L/∂μ_B = −γ/√(σ²_B+ε) · Σᵢ ∂L/∂yᵢ and ∂L/∂σ²_B = −γ/2 · (σ²_B+ε)^(−3/2) · Σᵢ ∂L/∂yᵢ (xᵢ − μ_B),
+  the partial derivatives through y = γ(x − μ_B)/√(σ²_B+ε) + β (the σ²_B path adds nothing to
+  ∂L/∂μ_B because Σᵢ(xᵢ − μ_B) = 0), which equal autograd's through an explicit BN.
+- LayerNorm-family layers (LayerNorm, GroupNorm with one group) have no running statistics: for
+  them the probe records, clearly named `*_drift`, how much the per-feature batch mean/variance of
+  their input changes from one probed step to the next — a comparison series, not D_μ/D_σ².
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from normlab.probe import stats
+
+BN_COLUMNS = (
+    "mean_dist",  # D_μ = (1/d)‖μ_B − μ‖₂
+    "var_dist",  # D_σ² = (1/d)‖σ²_B − σ²‖₂
+    "mean_rms_dist",  # (1/√d)‖μ_B − μ‖₂
+    "var_rms_dist",  # (1/√d)‖σ²_B − σ²‖₂
+    "tid_mean",
+    "tid_var",
+    "grad_mean",  # (1/d)‖∂L/∂μ_B‖₂
+    "grad_var",  # (1/d)‖∂L/∂σ²_B‖₂
+    "batch_var_mean",  # mean_c σ²_B,c: the input's scale, which the 1/d distances track
+)
+DRIFT_COLUMNS = ("mean_drift", "var_drift")
+
+
+def is_bn_family(m: nn.Module) -> bool:
+    return (
+        isinstance(getattr(m, "running_mean", None), torch.Tensor)
+        and isinstance(getattr(m, "running_var", None), torch.Tensor)
+        and hasattr(m, "momentum")
+    )
+
+
+def is_ln_family(m: nn.Module) -> bool:
+    return isinstance(m, nn.LayerNorm) or (isinstance(m, nn.GroupNorm) and m.num_groups == 1)
+
+
+def _feature_dim(m: nn.Module, x: torch.Tensor) -> int:
+    if isinstance(m, nn.LayerNorm):
+        return x.dim() - 1
+    return getattr(m, "feature_dim", 1) % x.dim()
+
+
+def _pad_mask(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    mask = kwargs.get("pad_mask")
+    if mask is None and len(args) > 1 and isinstance(args[1], torch.Tensor):
+        mask = args[1]
+    return mask
+
+
+def _per_feature_sums(t: torch.Tensor, feature_dim: int, keep: torch.Tensor | None) -> torch.Tensor:
+    """Σ over every position except the feature dim, only where `keep` (non-pad tokens)."""
+    if keep is not None:
+        t = t * keep.unsqueeze(-1).to(t.dtype)
+    dims = [d for d in range(t.dim()) if d != feature_dim]
+    return t.sum(dim=dims)
+
+
+class _Layer:
+    """Per-layer state between the forward pre-hook, the forward hook and the backward hook."""
+
+    def __init__(self, name: str, index: int, module: nn.Module, kind: str) -> None:
+        self.name, self.index, self.module, self.kind = name, index, module, kind
+        self.row: dict[str, Any] | None = None
+        self.prev: tuple[torch.Tensor, torch.Tensor] | None = None  # LN drift: last step's stats
+
+
+class BatchStatsProbe:
+    """Attach to a model; call `begin_step(step)` before the forward and `end_step(...)` after the
+    optimizer step; `end_step` returns the rows of that step (one per layer)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        every: int = 1,
+        layers: str | Iterable[str] = "all",
+        gradients: bool = True,
+        ln_drift: bool = True,
+    ) -> None:
+        self.every = max(1, int(every))
+        self.gradients = gradients
+        found = []
+        for name, m in model.named_modules():
+            if is_bn_family(m):
+                found.append((name, m, "bn"))
+            elif ln_drift and is_ln_family(m):
+                found.append((name, m, "ln"))
+        self.layers = [_Layer(n, i, m, k) for i, (n, m, k) in enumerate(found)]
+        if layers == "first":
+            self.layers = [lay for lay in self.layers if lay.kind == "bn"][:1] or self.layers[:1]
+        elif layers != "all":
+            wanted = set(layers)
+            unknown = wanted - {lay.name for lay in self.layers}
+            if unknown:
+                from normlab.errors import UserError
+
+                names = ", ".join(lay.name for lay in self.layers) or "(none)"
+                raise UserError(
+                    f"probe.layers names {sorted(unknown)} that are not norm layers of this model; "
+                    f"its norm layers are: {names}"
+                )
+            self.layers = [lay for lay in self.layers if lay.name in wanted]
+        self.active = False
+        self._handles = []
+        for layer in self.layers:
+            pre = layer.module.register_forward_pre_hook(self._pre_hook(layer), with_kwargs=True)
+            post = layer.module.register_forward_hook(self._post_hook(layer), with_kwargs=True)
+            self._handles += [pre, post]
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to continue the LN drift series exactly."""
+        return {lay.name: lay.prev for lay in self.layers if lay.prev is not None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for lay in self.layers:
+            lay.prev = state.get(lay.name)
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [lay.name for lay in self.layers]
+
+    # ------------------------------------------------------------------------- per step
+    def begin_step(self, step: int) -> None:
+        """`step` is the number of the step about to run (1-based, as logged)."""
+        self.active = step % self.every == 0 or step == 1
+        for layer in self.layers:
+            layer.row = None
+
+    def end_step(self, step: int, epoch: int, frac: float) -> list[dict[str, Any]]:
+        rows = []
+        if self.active:
+            for layer in self.layers:
+                if layer.row is not None:
+                    rows.append({"step": step, "epoch": epoch, "frac": frac} | layer.row)
+        self.active = False
+        return rows
+
+    # ------------------------------------------------------------------------- hooks
+    def _pre_hook(self, layer: _Layer):
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if not (self.active and module.training):
+                return
+            x = args[0]
+            fdim = _feature_dim(module, x)
+            mask = _pad_mask(args, kwargs)
+            keep = None if mask is None else ~mask.bool()
+            count = int(keep.sum()) if keep is not None else x.numel() // x.shape[fdim]
+            layer._ctx = (x, fdim, keep, count)
+            if layer.kind == "bn":
+                layer._old = (
+                    module.running_mean.detach().clone(),
+                    module.running_var.detach().clone(),
+                )
+
+        return hook
+
+    def _post_hook(self, layer: _Layer):
+        def hook(module: nn.Module, args: tuple, kwargs: dict, out: torch.Tensor) -> None:
+            if not (self.active and module.training) or not hasattr(layer, "_ctx"):
+                return
+            x, fdim, keep, count = layer._ctx
+            del layer._ctx
+            if layer.kind == "bn":
+                self._bn_row(layer, module, x, fdim, keep, count, out)
+            else:
+                self._ln_row(layer, x, fdim, keep, count)
+
+        return hook
+
+    def _bn_row(self, layer, module, x, fdim, keep, count, out) -> None:
+        old_mean, old_var = layer._old
+        del layer._old
+        momentum = module.momentum
+        if momentum is None:  # cumulative moving average: the weight of this batch is 1/n
+            momentum = 1.0 / float(module.num_batches_tracked)
+        mu_b, var_b = stats.batch_stats_from_running_update(
+            old_mean, old_var, module.running_mean, module.running_var, momentum, count
+        )
+        mu, var = old_mean.double(), old_var.double()
+        eps = float(module.eps)
+        row = {
+            "layer": layer.name,
+            "layer_index": layer.index,
+            "kind": "bn",
+            "d": mu.numel(),
+            "count": count,
+            "mean_dist": stats.dist(mu_b, mu),
+            "var_dist": stats.dist(var_b, var),
+            "mean_rms_dist": stats.rms_dist(mu_b, mu),
+            "var_rms_dist": stats.rms_dist(var_b, var),
+            "tid_mean": stats.tid_mean(mu, mu_b, var_b, eps),
+            "tid_var": stats.tid_var(var, var_b, eps),
+            "batch_var_mean": var_b.mean(),
+            "grad_mean": math.nan,
+            "grad_var": math.nan,
+        }
+        layer.row = row
+        if self.gradients and out.requires_grad:
+            gamma = module.weight.detach().double() if module.weight is not None else 1.0
+
+            def grad_hook(g: torch.Tensor) -> None:
+                s_g = _per_feature_sums(g.float(), fdim, keep).double()
+                s_gx = _per_feature_sums((g * x.detach()).float(), fdim, keep).double()
+                inv_std = (var_b + eps).rsqrt()
+                d_mu = -gamma * inv_std * s_g
+                d_var = -0.5 * gamma * inv_std**3 * (s_gx - mu_b * s_g)
+                row["grad_mean"] = stats.grad_norm(d_mu)
+                row["grad_var"] = stats.grad_norm(d_var)
+
+            out.register_hook(grad_hook)
+
+    def _ln_row(self, layer, x, fdim, keep, count) -> None:
+        xd = x.detach().float()
+        s1 = _per_feature_sums(xd, fdim, keep).double() / count
+        s2 = _per_feature_sums(xd * xd, fdim, keep).double() / count
+        mean, var = s1, (s2 - s1 * s1).clamp_min(0)
+        row = {
+            "layer": layer.name,
+            "layer_index": layer.index,
+            "kind": "ln",
+            "d": mean.numel(),
+            "count": count,
+            "batch_var_mean": var.mean(),
+        }
+        if layer.prev is not None:
+            row["mean_drift"] = stats.dist(mean, layer.prev[0])
+            row["var_drift"] = stats.dist(var, layer.prev[1])
+        layer.prev = (mean, var)
+        layer.row = row

@@ -1,0 +1,57 @@
+"""The batch-statistics quantities of DESIGN.md §3, as plain functions of per-feature vectors.
+
+Inputs are 1-D tensors over the layer's d features: the batch statistics the forward pass used
+(mu_b, var_b: biased) and the running statistics as stored *before* this step's update (mu, var).
+Each function names the line of the DESIGN.md §3 table it implements.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(1/d)·‖a − b‖₂ — "mean distance" D_μ and "variance distance" D_σ² (paper Fig. 2)."""
+    return torch.linalg.vector_norm(a - b) / a.numel()
+
+
+def rms_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(1/√d)·‖a − b‖₂ — the "RMS variants" (ours: neutral to the layer width d)."""
+    return torch.linalg.vector_norm(a - b) / a.numel() ** 0.5
+
+
+def tid_mean(mu: torch.Tensor, mu_b: torch.Tensor, var_b: torch.Tensor, eps: float) -> torch.Tensor:
+    """TID (mean) = (1/d)·Σ_c |μ_c − μ_B,c| / σ_B,c (Wang et al. 2022), σ_B with the layer's eps."""
+    return ((mu - mu_b).abs() / (var_b + eps).sqrt()).mean()
+
+
+def tid_var(var: torch.Tensor, var_b: torch.Tensor, eps: float) -> torch.Tensor:
+    """TID (variance) = (1/d)·Σ_c |σ_c / σ_B,c − 1| (Wang et al. 2022)."""
+    return ((var + eps).sqrt() / (var_b + eps).sqrt() - 1).abs().mean()
+
+
+def grad_norm(g: torch.Tensor) -> torch.Tensor:
+    """(1/d)·‖∂L/∂μ_B‖₂ and (1/d)·‖∂L/∂σ²_B‖₂ — gradients of the batch statistics (paper Fig. 3)."""
+    return torch.linalg.vector_norm(g) / g.numel()
+
+
+def batch_stats_from_running_update(
+    old_mean: torch.Tensor,
+    old_var: torch.Tensor,
+    new_mean: torch.Tensor,
+    new_var: torch.Tensor,
+    momentum: float,
+    count: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """μ_B and the biased σ²_B, recovered from one running-average update.
+
+    PyTorch updates running = (1 − m)·running + m·batch, storing the *unbiased* batch variance
+    (n/(n−1) times the biased one the forward pass normalized with). Inverting the update costs two
+    d-vector operations instead of a pass over the activations. The subtraction loses a few digits
+    when m is small (relative error ~ 1e-7 / m in float32); computed in float64 to keep them.
+    """
+    m = float(momentum)
+    mu_b = (new_mean.double() - (1 - m) * old_mean.double()) / m
+    var_unbiased = (new_var.double() - (1 - m) * old_var.double()) / m
+    var_b = var_unbiased * (count - 1) / count
+    return mu_b, var_b

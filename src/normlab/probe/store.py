@@ -1,0 +1,73 @@
+"""Probe rows on disk: one row per (step, layer), Parquet parts in the run's `probe/` folder.
+
+Rows are buffered and written as a new part file (atomically) at every checkpoint and every
+`flush_every` steps, so nothing is rewritten. On resume, parts holding steps after the checkpoint
+are cut back, and the folder reads as if the run had never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from normlab.io_utils import atomic_write
+
+PART_GLOB = "part-*.parquet"
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.item()
+    return v
+
+
+class ProbeStore:
+    def __init__(self, folder: str | Path, flush_every: int = 1000) -> None:
+        self.folder = Path(folder)
+        self.flush_every = flush_every
+        self.rows: list[Mapping[str, Any]] = []
+
+    def add(self, rows: list[Mapping[str, Any]]) -> None:
+        self.rows.extend(rows)
+        if self.rows and self.rows[-1]["step"] - self.rows[0]["step"] >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        records = [{k: _plain(v) for k, v in r.items()} for r in self.rows]
+        columns = sorted({k for r in records for k in r})
+        table = pa.table({c: [r.get(c, math.nan) for r in records] for c in columns})
+        first, last = records[0]["step"], records[-1]["step"]
+        path = self.folder / f"part-{first:010d}-{last:010d}.parquet"
+        atomic_write(path, lambda f: pq.write_table(table, f))
+        self.rows = []
+
+    def truncate_after(self, step: int) -> None:
+        """Drop every stored row with a step greater than `step` (resume from a checkpoint)."""
+        self.rows = [r for r in self.rows if r["step"] <= step]
+        for part in sorted(self.folder.glob(PART_GLOB)):
+            first, last = (int(s) for s in part.stem.split("-")[1:3])
+            if first > step:
+                part.unlink()
+            elif last > step:
+                table = pq.read_table(part)
+                kept = table.filter(pa.compute.less_equal(table["step"], step))
+                new = part.with_name(f"part-{first:010d}-{step:010d}.parquet")
+                atomic_write(new, lambda f, t=kept: pq.write_table(t, f))
+                part.unlink()
+
+
+def read_probe(run_dir: str | Path) -> pa.Table:
+    """Every probe row of a run, in step order (a pyarrow Table; `.to_pandas()` for pandas)."""
+    parts = sorted((Path(run_dir) / "probe").glob(PART_GLOB))
+    if not parts:
+        raise FileNotFoundError(f"{run_dir} has no probe data (probe/{PART_GLOB})")
+    tables = [pq.read_table(p) for p in parts]
+    return pa.concat_tables(tables, promote_options="default")
