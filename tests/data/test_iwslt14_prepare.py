@@ -17,12 +17,14 @@ from normlab.data.iwslt14 import (
     Dictionary,
     PreparedData,
     apply_codes,
+    build_fairseq_text,
     load_prepared,
     prepare_iwslt14,
     remove_bpe,
     split_holdout,
 )
-from normlab.data.iwslt14.textio import read_lines
+from normlab.data.iwslt14.archive import extract_segments
+from normlab.data.iwslt14.textio import RawPair, read_lines
 from normlab.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -366,6 +368,13 @@ def test_load_prepared_on_fairseq_valid_and_test_only(reference_prepared, iwslt1
         load_prepared(iwslt14_reference, cache_dir=p.cache_path.parent, dict_splits=["train"])
 
 
+def test_cli_accepts_a_prepared_folder(reference_prepared, iwslt14_reference, capsys):
+    cache = reference_prepared.cache_path.parent
+    assert load_cli().main(["--prepared", str(iwslt14_reference), "--cache-dir", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert "valid 7,283, test 6,750" in out and "from cache" in out
+
+
 def test_split_holdout_is_deterministic(reference_prepared):
     valid = reference_prepared.splits["valid"]
     rest, held = split_holdout(valid, 500, seed=1)
@@ -390,3 +399,27 @@ def test_public_api_names_all_resolve():
     assert sorted(api.__all__) == sorted(api._EXPORTS)
     for name in api.__all__:
         assert getattr(api, name) is not None
+
+
+@pytest.mark.slow
+def test_parallel_pipeline_equals_serial_byte_for_byte(shared_data: Path, tmp_path: Path):
+    """13.5k real sentence pairs through the whole text pipeline with 1 and with 2 workers."""
+    orig = shared_data / "iwslt14" / "orig" / "de-en"
+    segs = {
+        lang: [
+            s
+            for name in TEST_SETS
+            for s in extract_segments(read_lines(orig / f"{name}.de-en.{lang}.xml"))
+        ]
+        for lang in ("de", "en")
+    }
+    raw = RawPair(segs["de"] * 2, segs["en"] * 2)
+    outputs = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        build_fairseq_text(
+            out, src="de", tgt="en", train=raw, test=None, merges=500, workers=workers
+        )
+        outputs.append({p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()})
+    assert outputs[0] == outputs[1]
+    assert len(outputs[0]) == 9  # tmp/{train,valid}.{de,en}, {train,valid}.{de,en}, code

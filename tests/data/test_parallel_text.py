@@ -106,6 +106,8 @@ def test_split_with_one_side_missing_or_bad_codes(tmp_path: Path):
         prepare_parallel_text(corpus, "fr", "en", cache_dir=cache, bpe_codes=codes)
     with pytest.raises(UserError, match="both 'fr'"):
         prepare_parallel_text(corpus, "fr", "fr", cache_dir=cache)
+    with pytest.raises(UserError, match="merges=0 is not a positive number"):
+        prepare_parallel_text(corpus, "fr", "en", cache_dir=cache, merges=0)
     assert entries(cache) == []
 
 
