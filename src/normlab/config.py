@@ -27,6 +27,9 @@ class TrainerConfig:
     threads: int | None = None
     progress: Any = "auto"
     simulate_interrupt_at_step: int | None = None
+    keep_epoch_checkpoints: int = 0
+    early_stop_patience: int | None = None
+    early_stop_metric: str = "valid_loss"
 
 
 @dataclass

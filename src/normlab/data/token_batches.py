@@ -8,7 +8,12 @@ epoch e depends only on (seed, e), so a resumed run replays it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 from normlab.errors import UserError
 
@@ -60,3 +65,30 @@ def epoch_batches(
         perm = rng.permutation(len(batches))
         batches = [batches[i] for i in perm]
     return batches
+
+
+def collate_pairs(
+    src: list[list[int]], tgt: list[list[int]], pad: int, eos: int
+) -> dict[str, torch.Tensor]:
+    """Right-padded tensors for a batch of (source ids, target ids), each ending with eos.
+
+    The decoder's input is the target shifted right behind an eos (fairseq's convention), so the
+    model predicts target[t] from target[:t].
+    """
+    import torch
+
+    def pad_to(seqs: list[list[int]], width: int) -> torch.Tensor:
+        out = torch.full((len(seqs), width), pad, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+        return out
+
+    width_t = max(len(t) for t in tgt)
+    target = pad_to(tgt, width_t)
+    prev = pad_to([[eos, *t[:-1]] for t in tgt], width_t)
+    return {
+        "src_tokens": pad_to(src, max(len(s) for s in src)),
+        "prev_output_tokens": prev,
+        "target": target,
+        "ntokens": sum(len(t) for t in tgt),
+    }

@@ -112,6 +112,7 @@ class _Run:
         self.train_s = self.wall_before = 0.0
         self.items = self.resumed = 0
         self.last_eval: dict[str, float] = {}
+        self.best, self.bad_evals, self.early_stopped = math.inf, 0, False
         offsets = self._resume() if self.ckpt_path.exists() and cfg.resume != "never" else None
         if offsets is None and self.ckpt_path.exists():
             raise UserError(
@@ -142,6 +143,8 @@ class _Run:
             self.probe_store.flush()
             self.metrics.close()
             self.evals.close()
+        if status == "complete":
+            self._finalize()
         summary = self._summary(status)
         if self.wandb:
             self.wandb.summary({k: v for k, v in summary.items() if not isinstance(v, dict)})
@@ -159,6 +162,8 @@ class _Run:
         self.train_s, self.items, self.wall_before = p["train_s"], p["items"], p["wall_s"]
         self.resumed = p.get("resumed", 0) + 1
         self.last_eval = ckpt.get("last_eval", {})
+        self.best, self.bad_evals = p.get("best", math.inf), p.get("bad_evals", 0)
+        self.early_stopped = p.get("early_stopped", False)
         set_rng_state(ckpt["rng"])
         self.probe_store.truncate_after(self.step)
         if self.probe is not None:
@@ -179,7 +184,7 @@ class _Run:
             desc=f"{self.cfg.norm.name} s{self.cfg.seed}",
         )
         try:
-            while self.step < self.total_steps:
+            while self.step < self.total_steps and not self.early_stopped:
                 t0, n0 = time.perf_counter(), 0
                 for batch in self.task.train_batches(self.epoch, self.batch_in_epoch):
                     loss_value, n = self._train_step(batch)
@@ -208,6 +213,13 @@ class _Run:
                     if self.epoch % cfg.eval_every == 0 or self.step >= self.total_steps:
                         self._evaluate()
                     self._save()
+                    self._save_epoch_checkpoint()
+                    if self.early_stopped:
+                        bar.write(
+                            f"early stop after epoch {self.epoch}: {cfg.early_stop_metric} "
+                            f"did not improve for {cfg.early_stop_patience} evaluations"
+                        )
+                        break
             if self.batch_in_epoch:  # stopped mid-epoch by max_steps
                 self._evaluate()
                 self._save()
@@ -271,6 +283,14 @@ class _Run:
 
     def _evaluate(self) -> None:
         self.last_eval = self.task.evaluate()
+        patience = self.cfg.trainer.early_stop_patience
+        value = self.last_eval.get(self.cfg.trainer.early_stop_metric)
+        if patience and value is not None:
+            if value < self.best:
+                self.best, self.bad_evals = value, 0
+            else:
+                self.bad_evals += 1
+                self.early_stopped = self.bad_evals >= patience
         self.evals.write({"step": self.step, "epoch": self.epoch} | self.last_eval)
         self.evals.flush()
         if self.wandb:
@@ -287,6 +307,9 @@ class _Run:
             "items": self.items,
             "wall_s": self.wall_before + time.perf_counter() - self.t_start,
             "resumed": self.resumed,
+            "best": self.best,
+            "bad_evals": self.bad_evals,
+            "early_stopped": self.early_stopped,
         }
         save_checkpoint(
             self.ckpt_path,
@@ -302,6 +325,30 @@ class _Run:
                 "probe": self.probe.state_dict() if self.probe is not None else {},
             },
         )
+
+    def epoch_checkpoints(self) -> list[Path]:
+        return sorted((self.dir / "checkpoints").glob("epoch*.pt"))
+
+    def _save_epoch_checkpoint(self) -> None:
+        keep = int(self.cfg.trainer.keep_epoch_checkpoints)
+        if keep <= 0:
+            return
+        path = self.dir / "checkpoints" / f"epoch{self.epoch:04d}.pt"
+        save_checkpoint(
+            path,
+            {
+                "model": self.model.state_dict(),
+                "progress": {"epoch": self.epoch, "step": self.step},
+            },
+        )
+        for old in self.epoch_checkpoints()[:-keep]:
+            old.unlink()
+
+    def _finalize(self) -> None:
+        """Task-specific final evaluation (e.g. checkpoint averaging + beam search + BLEU)."""
+        finalize = getattr(self.task, "finalize", None)
+        if finalize is not None:
+            self.last_eval = {**self.last_eval, **finalize(self.dir, self.epoch_checkpoints())}
 
     def _summary(self, status: str) -> dict[str, Any]:
         cfg = self.cfg
@@ -323,6 +370,7 @@ class _Run:
             "items_per_s": round(self.items / max(self.train_s, 1e-9), 1),
             "unit": self.task.unit,
             "resumed": self.resumed,
+            "early_stopped": self.early_stopped,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **git_info(),
             **environment(str(self.device)),

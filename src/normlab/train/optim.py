@@ -38,18 +38,20 @@ def build_optimizer(cfg: Mapping[str, Any], model: nn.Module) -> torch.optim.Opt
             weight_decay=cfg.get("weight_decay", 0.0),
             nesterov=cfg.get("nesterov", False),
         )
-    if name == "adam":
-        return torch.optim.Adam(
+    if name in ("adam", "adamw"):
+        # fairseq's Adam decays weights decoupled from the gradient, which is torch's AdamW.
+        cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+        return cls(
             params,
             lr=cfg["lr"],
             betas=tuple(cfg.get("betas", (0.9, 0.999))),
             eps=cfg.get("eps", 1e-8),
             weight_decay=cfg.get("weight_decay", 0.0),
         )
-    raise UserError(f"unknown optimizer {name!r}; valid names: sgd, adam")
+    raise UserError(f"unknown optimizer {name!r}; valid names: sgd, adam, adamw")
 
 
-def lr_factor(cfg: Mapping[str, Any], steps_per_epoch: int):
+def lr_factor(cfg: Mapping[str, Any], steps_per_epoch: int, base_lr: float = 1.0):
     """step -> multiplier of the base lr, for the schedule in `cfg` (a dict with `name`)."""
     name = cfg["name"]
     if name == "constant":
@@ -62,13 +64,12 @@ def lr_factor(cfg: Mapping[str, Any], steps_per_epoch: int):
     if name == "inverse_sqrt":
         # fairseq's inverse_sqrt: linear warmup from warmup_init_lr, then lr * sqrt(warmup / step)
         warmup = int(cfg["warmup_steps"])
-        init = float(cfg.get("warmup_init_factor", 0.0))
+        init = float(cfg.get("warmup_init_lr", 0.0)) / base_lr
 
-        def factor(step: int) -> float:
-            s = step + 1
-            if s < warmup:
-                return init + (1 - init) * s / warmup
-            return (warmup / s) ** 0.5
+        def factor(step: int) -> float:  # step = updates done so far, as fairseq's num_updates
+            if step < warmup:
+                return init + (1 - init) * step / warmup
+            return (warmup / step) ** 0.5
 
         return factor
     raise UserError(f"unknown lr schedule {name!r}; valid names: constant, multistep, inverse_sqrt")
@@ -77,4 +78,5 @@ def lr_factor(cfg: Mapping[str, Any], steps_per_epoch: int):
 def build_scheduler(
     cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch))
+    base_lr = optimizer.param_groups[0]["lr"]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch, base_lr))

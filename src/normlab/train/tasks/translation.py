@@ -1,0 +1,170 @@
+"""Translation (Transformer on IWSLT14 de-en): label-smoothed cross-entropy on token-budget batches,
+validation loss per epoch, and at the end checkpoint averaging, beam search and BLEU on the test set.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from normlab.data import load_dataset
+from normlab.data.token_batches import collate_pairs, epoch_batches
+from normlab.eval.beam_search import beam_search
+from normlab.eval.bleu import detokenized_bleu, remove_bpe, tokenized_bleu
+from normlab.eval.checkpoint_average import average_checkpoints
+from normlab.io_utils import atomic_write_text
+from normlab.models import build_model
+from normlab.norms import norm_factory
+from normlab.train.losses import label_smoothed_nll
+from normlab.train.tasks import TASKS
+
+
+def _sequence_norm(cfg) -> Any:
+    return norm_factory(cfg, "sequence")
+
+
+@TASKS.register("translation")
+class TranslationTask:
+    unit = "tok"
+    train_keys = ("nll",)
+    eval_keys = ("valid_loss", "valid_nll", "valid_ppl")
+
+    def __init__(self, cfg: DictConfig, device: torch.device) -> None:
+        self.cfg = cfg.translation
+        self.seed = int(cfg.seed)
+        self.device = device
+        data = load_dataset(cfg.data)
+        self.data = data
+        self.data_source, self.data_detail = data.source, data.detail
+        d = data.dictionary
+        self.pad, self.eos = d.pad(), d.eos()
+        self.model = build_model(
+            cfg.model,
+            _sequence_norm(cfg.norm),
+            vocab_size=len(d),
+            pad_idx=self.pad,
+            norm_for=_sequence_norm,
+        ).to(device)
+        # Plain lists of ids: Arrow row access per batch would cost more than the model on CPU.
+        self.train_pairs = (list(data.train["src"]), list(data.train["tgt"]))
+        self.valid_pairs = (list(data.valid["src"]), list(data.valid["tgt"]))
+        self.test_pairs = (list(data.test["src"]), list(data.test["tgt"]))
+        self.lengths = tuple(np.array([len(s) for s in side]) for side in self.train_pairs)
+        self._steps = len(self._batches(0))
+
+    # ------------------------------------------------------------------ training
+    def _batches(self, epoch: int) -> list[np.ndarray]:
+        return epoch_batches(*self.lengths, int(self.cfg.max_tokens), self.seed, epoch)
+
+    def steps_per_epoch(self) -> int:
+        return self._steps
+
+    def _collate(self, pairs, idx) -> dict[str, Any]:
+        batch = collate_pairs(
+            [pairs[0][i] for i in idx], [pairs[1][i] for i in idx], self.pad, self.eos
+        )
+        return {
+            k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
+            for k, v in batch.items()
+        }
+
+    def train_batches(self, epoch: int, start_batch: int) -> Iterator[Any]:
+        for idx in self._batches(epoch)[start_batch:]:
+            yield self._collate(self.train_pairs, idx)
+
+    def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(batch["src_tokens"], batch["prev_output_tokens"])
+        return label_smoothed_nll(
+            logits, batch["target"], float(self.cfg.label_smoothing), self.pad
+        )
+
+    def train_loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, float], int]:
+        loss, nll = self._loss(batch)
+        n = batch["ntokens"]
+        # fairseq normalizes the summed loss by the number of target tokens of the batch
+        return loss / n, {"nll": nll.detach() / n}, n
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        was_training = self.model.training
+        self.model.eval()
+        loss_sum = nll_sum = 0.0
+        ntok = 0
+        lengths = tuple(np.array([len(s) for s in side]) for side in self.valid_pairs)
+        for idx in epoch_batches(*lengths, int(self.cfg.max_tokens), 0, 0, shuffle=False):
+            batch = self._collate(self.valid_pairs, idx)
+            loss, nll = self._loss(batch)
+            loss_sum, nll_sum, ntok = (
+                loss_sum + loss.item(),
+                nll_sum + nll.item(),
+                ntok + batch["ntokens"],
+            )
+        self.model.train(was_training)
+        nll = nll_sum / max(ntok, 1)
+        return {
+            "valid_loss": loss_sum / max(ntok, 1),
+            "valid_nll": nll,
+            "valid_ppl": math.exp(min(nll, 50)),
+        }
+
+    def finalize(self, run_dir: Path, epoch_checkpoints: list[Path]) -> dict[str, Any]:
+        """Average the last epoch checkpoints, translate the test set with beam search, score BLEU."""
+        n_avg = min(int(self.cfg.average_last), len(epoch_checkpoints))
+        if n_avg > 1:
+            self.model.load_state_dict(average_checkpoints(epoch_checkpoints[-n_avg:]))
+        d = self.data.dictionary
+        src, tgt = self.test_pairs
+        hyps: dict[int, list[int]] = {}
+        for idx in epoch_batches(
+            np.array([len(s) for s in src]),
+            np.array([len(s) for s in src]),
+            int(self.cfg.beam_max_tokens),
+            0,
+            0,
+            shuffle=False,
+        ):
+            tokens = self._collate(self.test_pairs, idx)["src_tokens"]
+            out = beam_search(
+                self.model,
+                tokens,
+                eos=self.eos,
+                pad=self.pad,
+                beam=int(self.cfg.beam),
+                lenpen=float(self.cfg.lenpen),
+                max_len_a=float(self.cfg.max_len_a),
+                max_len_b=int(self.cfg.max_len_b),
+            )
+            for i, h in zip(idx, out, strict=True):
+                hyps[int(i)] = h.tokens
+        hyp_text = [d.string(hyps[i], bpe_symbol=None) for i in range(len(src))]
+        # References from the ids, as fairseq-generate scores them, with <unk> escaped so that an
+        # unknown reference word never matches (fairseq's escape_unk).
+        unk = d[d.unk()]
+        ref_text = [
+            " ".join(f"<{w}>" if w == unk else w for w in d.string(t, bpe_symbol=None).split())
+            for t in tgt
+        ]
+        src_text = [d.string(s, bpe_symbol=None) for s in src]
+        paper = tokenized_bleu(hyp_text, ref_text)
+        sacre = detokenized_bleu(hyp_text, ref_text, lang=self.data.tgt_lang)
+        lines = []  # fairseq-generate's layout, BPE removed
+        for i in range(len(src)):
+            for tag, text in (("S", src_text[i]), ("T", ref_text[i]), ("H", hyp_text[i])):
+                lines.append(f"{tag}-{i}\t{remove_bpe(text)}")
+        atomic_write_text(run_dir / "generate-test.txt", "\n".join(lines) + "\n")
+        return {
+            "bleu": round(paper.score, 2),
+            "bleu_kind": "tokenized lowercased BPE-removed (fairseq-generate, the paper's)",
+            "sacrebleu": round(sacre.score, 2),
+            "sacrebleu_signature": sacre.signature,
+            "averaged_checkpoints": max(n_avg, 1),
+            "test_sentences": len(src),
+            "beam": int(self.cfg.beam),
+        }
