@@ -8,11 +8,15 @@ SCALE ?= cpu
 # Where this team's environment keeps CIFAR-10 (a lossy JPEG copy); elsewhere torchvision downloads it.
 SHARED ?= ../shared/data
 CIFAR10 ?= $(if $(wildcard $(SHARED)/cifar10-jpeg),data.source=imagefolder data.root=$(SHARED)/cifar10-jpeg,)
+# IWSLT14: fairseq's prepared files where this environment has them, else data/iwslt14.tokenized.de-en
+# (made by `make data-iwslt14`, which downloads de-en.tgz unless ARCHIVE=path/to/de-en.tgz).
+IWSLT14_DIR ?= $(if $(wildcard $(SHARED)/iwslt14/fairseq-reference),$(SHARED)/iwslt14/fairseq-reference,data/iwslt14.tokenized.de-en)
+IWSLT14 ?= data.prepared_dir=$(IWSLT14_DIR)
 # glibc keeps freed memory instead of returning it page by page: +10-17% step rate on these VMs.
 export MALLOC_MMAP_THRESHOLD_ := 1000000000000
 export MALLOC_TRIM_THRESHOLD_ := 100000000000
 
-.PHONY: help install test test-slow lint format cifar10 clean-runs
+.PHONY: help install test test-slow lint format cifar10 iwslt14 data-iwslt14 clean-runs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
@@ -43,6 +47,13 @@ format: install ## apply ruff format and safe fixes
 NORM ?= bn
 cifar10: install ## train ResNet-20 on CIFAR-10 (NORM=bn|ln|gn|none, SCALE=smoke|cpu|paper)
 	$(VENV)/bin/normlab-train experiment=cifar10_resnet20 scale=$(SCALE) norm=$(NORM) $(CIFAR10) $(ARGS)
+
+iwslt14: install ## train a Transformer on IWSLT14 de-en (NORM=ln|bn, SCALE=smoke|cpu|paper)
+	$(VENV)/bin/normlab-train experiment=iwslt14_transformer scale=$(SCALE) norm=$(NORM) $(IWSLT14) $(ARGS)
+
+ARCHIVE ?=
+data-iwslt14: install ## prepare IWSLT14 exactly as fairseq's prepare-iwslt14.sh (ARCHIVE=de-en.tgz or download)
+	$(PY) scripts/prepare_iwslt14.py $(if $(ARCHIVE),--archive $(ARCHIVE),--download) --out data/iwslt14.tokenized.de-en
 
 clean-runs: ## delete runs/ (all local results that are not committed)
 	rm -rf runs

@@ -179,3 +179,40 @@ def test_store_cuts_back_to_a_checkpoint(tmp_path):
     store.truncate_after(5)
     steps = read_probe(tmp_path).column("step").to_pylist()
     assert steps == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("layer_scaling", [False, True])
+def test_masked_bn_gradients_equal_autograd_with_padding(layer_scaling):
+    from normlab.norms import norm_factory
+
+    torch.manual_seed(4)
+    d, lengths = 6, [5, 2, 7]
+    layer = norm_factory({"name": "bn", "layer_scaling": layer_scaling}, "sequence")(d)
+    with torch.no_grad():
+        layer.weight.uniform_(0.5, 1.5)
+        layer.running_mean.uniform_(-1, 1)
+    x = torch.randn(3, 8, d) * 2 + 0.5
+    pad = torch.arange(8)[None, :] >= torch.tensor(lengths)[:, None]
+    w = torch.randn(3, 8, d)
+    probe = BatchStatsProbe(nn.ModuleList([layer]))
+    mu = layer.running_mean.clone().double()
+    probe.begin_step(1)
+    _loss(layer(x, pad_mask=pad) * (~pad).unsqueeze(-1), w).backward()
+    (row,) = probe.end_step(1, 0, 0.0)
+
+    # Explicit BN over the real tokens (rescaled per token by their RMS when layer_scaling).
+    real = x[~pad].double().requires_grad_()
+    inp = real / real.pow(2).mean(-1, keepdim=True).add(layer.eps).sqrt() if layer_scaling else real
+    mu_b = inp.mean(0, keepdim=True)
+    mu_b.retain_grad()
+    var_b = ((inp - mu_b) ** 2).mean(0, keepdim=True)
+    var_b.retain_grad()
+    y = layer.weight.detach().double() * (inp - mu_b) / torch.sqrt(var_b + layer.eps)
+    y = y + layer.bias.detach().double()
+    _loss(y, w[~pad].double()).backward()
+    assert row["count"] == sum(lengths)
+    assert math.isclose(
+        row["mean_dist"], (mu_b.detach().squeeze(0) - mu).norm().item() / d, rel_tol=1e-5
+    )
+    assert math.isclose(row["grad_mean"], mu_b.grad.norm().item() / d, rel_tol=1e-4)
+    assert math.isclose(row["grad_var"], var_b.grad.norm().item() / d, rel_tol=1e-4)

@@ -169,7 +169,13 @@ class BatchStatsProbe:
             mask = _pad_mask(args, kwargs)
             keep = None if mask is None else ~mask.bool()
             count = int(keep.sum()) if keep is not None else x.numel() // x.shape[fdim]
-            layer._ctx = (x, fdim, keep, count)
+            grad_rows = None
+            if getattr(module, "layer_scaling", False):
+                # The statistics run over the layer's rescaled real tokens, not its raw input: take
+                # those rows (N, C), and the matching rows of the output gradient in the backward.
+                grad_rows = keep
+                x, fdim, keep = module.statistic_inputs(x, mask), 1, None
+            layer._ctx = (x, fdim, keep, count, grad_rows)
             if layer.kind == "bn":
                 layer._old = (
                     module.running_mean.detach().clone(),
@@ -182,16 +188,16 @@ class BatchStatsProbe:
         def hook(module: nn.Module, args: tuple, kwargs: dict, out: torch.Tensor) -> None:
             if not (self.active and module.training) or not hasattr(layer, "_ctx"):
                 return
-            x, fdim, keep, count = layer._ctx
+            x, fdim, keep, count, grad_rows = layer._ctx
             del layer._ctx
             if layer.kind == "bn":
-                self._bn_row(layer, module, x, fdim, keep, count, out)
+                self._bn_row(layer, module, x, fdim, keep, count, out, grad_rows)
             else:
                 self._ln_row(layer, x, fdim, keep, count)
 
         return hook
 
-    def _bn_row(self, layer, module, x, fdim, keep, count, out) -> None:
+    def _bn_row(self, layer, module, x, fdim, keep, count, out, grad_rows=None) -> None:
         old_mean, old_var = layer._old
         del layer._old
         momentum = module.momentum
@@ -223,6 +229,8 @@ class BatchStatsProbe:
             gamma = module.weight.detach().double() if module.weight is not None else 1.0
 
             def grad_hook(g: torch.Tensor) -> None:
+                if x.dim() == 2 and g.dim() == 3:  # layer scaling: statistics over (N, C) rows
+                    g = g[grad_rows] if grad_rows is not None else g.reshape(-1, g.shape[-1])
                 s_g = _per_feature_sums(g.float(), fdim, keep).double()
                 s_gx = _per_feature_sums((g * x.detach()).float(), fdim, keep).double()
                 inv_std = (var_b + eps).rsqrt()
