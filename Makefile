@@ -16,11 +16,11 @@ IWSLT14 ?= data.prepared_dir=$(IWSLT14_DIR)
 export MALLOC_MMAP_THRESHOLD_ := 1000000000000
 export MALLOC_TRIM_THRESHOLD_ := 100000000000
 
-.PHONY: help install test test-slow lint format cifar10 iwslt14 data-iwslt14 clean-runs
+.PHONY: help install test test-slow lint format cifar10 iwslt14 data-iwslt14 fig-runs fig2 fig3 bench-probe clean-runs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "  variables: SCALE=smoke|cpu|paper (default cpu), NORM=bn|ln|gn|none, SHARED=path to local data"
+	@echo "  variables: SCALE=smoke|cpu|cpu_long|paper (default cpu), NORM=bn|ln|gn|none, SHARED=path to local data"
 
 install: $(STAMP) ## create .venv with the pinned dependencies (idempotent)
 
@@ -54,6 +54,22 @@ iwslt14: install ## train a Transformer on IWSLT14 de-en (NORM=ln|bn, SCALE=smok
 ARCHIVE ?=
 data-iwslt14: install ## prepare IWSLT14 exactly as fairseq's prepare-iwslt14.sh (ARCHIVE=de-en.tgz or download)
 	$(PY) scripts/prepare_iwslt14.py $(if $(ARCHIVE),--archive $(ARCHIVE),--download) --out data/iwslt14.tokenized.de-en
+
+# Figure 2 / 3: the two BN runs (reused when complete, resumed when cut off), then the plots.
+FIG_RUNS = --run "ResNet-20 / CIFAR-10=runs/cifar10_resnet20/$(SCALE)/norm=bn" \
+	--run "Transformer_BN / IWSLT14=runs/iwslt14_transformer/$(SCALE)/norm=bn"
+fig-runs: install
+	$(MAKE) --no-print-directory cifar10 NORM=bn SCALE=$(SCALE)
+	$(MAKE) --no-print-directory iwslt14 NORM=bn SCALE=$(SCALE)
+
+fig2: fig-runs ## Figure 2 (batch vs running statistics) at SCALE into results/fig2/SCALE
+	$(PY) scripts/plot_batch_stats.py fig2 $(FIG_RUNS) --out results/fig2/$(SCALE)
+
+fig3: fig-runs ## Figure 3 (gradients of the batch statistics) at SCALE into results/fig3/SCALE
+	$(PY) scripts/plot_batch_stats.py fig3 $(FIG_RUNS) --out results/fig3/$(SCALE)
+
+bench-probe: install ## probe overhead on a ResNet-20 step, side by side (off / first layer / all)
+	$(PY) scripts/bench_probe.py --json results/bench/probe.json
 
 clean-runs: ## delete runs/ (all local results that are not committed)
 	rm -rf runs
