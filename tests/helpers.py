@@ -35,3 +35,20 @@ def make_image_folder(
                 img = np.clip(base + rng.normal(0, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(img).save(d / f"{i:04d}{suffix}")
     return root
+
+
+def make_fairseq_layout(root: Path, pairs: dict[str, int], seed: int = 0) -> Path:
+    """A tiny fairseq-layout folder ({split}.de/.en, BPE'd text): a word-for-word toy language
+    pair, so a small Transformer learns something in seconds."""
+    rng = np.random.default_rng(seed)
+    words = [f"w{i}" for i in range(40)]
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n in pairs.items():
+        src, tgt = [], []
+        for _ in range(n):
+            sent = rng.choice(words, size=int(rng.integers(3, 12)))
+            src.append(" ".join(f"{w[:2]}@@ {w[2:]}" if len(w) > 2 else w for w in sent))
+            tgt.append(" ".join(f"x{w[1:]}" for w in sent))
+        (root / f"{split}.de").write_text("\n".join(src) + "\n")
+        (root / f"{split}.en").write_text("\n".join(tgt) + "\n")
+    return root

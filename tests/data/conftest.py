@@ -1,4 +1,5 @@
-"""Fixtures for the data tests: the shared, read-only data folder beside the checkout."""
+"""Fixtures for the data tests: fairseq's reference files in the shared data folder (the
+`shared_data` fixture itself lives in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,6 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """`../shared/data` relative to the repo root (golden IWSLT14 files live there)."""
-    path = REPO_ROOT.parent / "shared" / "data"
-    if not path.is_dir():
-        pytest.skip(
-            "../shared/data not found: golden IWSLT14 checks need the shared data folder beside "
-            "the checkout"
-        )
-    return path
 
 
 @pytest.fixture(scope="session")
