@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-from helpers import compose_config, make_fairseq_layout
 
+from helpers import compose_config, make_fairseq_layout
 from normlab.config import validate_config
 from normlab.norms.masked_batchnorm import MaskedBatchNorm
 from normlab.probe.store import read_probe
