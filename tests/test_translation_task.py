@@ -81,11 +81,17 @@ def test_resume_equals_uninterrupted_with_dropout(corpus, tmp_path):
     cut = _train([*base, "trainer.simulate_interrupt_at_step=9"], tmp_path / "b")
     assert cut["status"] == "interrupted"
     resumed = _train(base, tmp_path / "b")
-    strip = lambda s: {k: v for k, v in s.items() if k not in TIMING_KEYS and k != "config"}  # noqa: E731
+
+    def strip(summary):
+        return {k: v for k, v in summary.items() if k not in TIMING_KEYS and k != "config"}
+
+    def rows(run_dir):
+        return [
+            {k: v for k, v in r.items() if k != "items_per_s"}
+            for r in read_metrics(run_dir / "metrics.csv")
+        ]
+
     assert strip(resumed) == strip(straight)
-    rows = lambda d: [
-        {k: v for k, v in r.items() if k != "items_per_s"} for r in read_metrics(d / "metrics.csv")
-    ]  # noqa: E731
     assert rows(tmp_path / "a") == rows(tmp_path / "b")
     assert (tmp_path / "a" / "generate-test.txt").read_text() == (
         tmp_path / "b" / "generate-test.txt"
