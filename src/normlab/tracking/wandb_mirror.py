@@ -40,6 +40,10 @@ class WandbMirror:
                 resume="allow",
                 id=cfg.get("id"),
             )
+            # Every series is plotted against the training step (also after a resume).
+            self.run.define_metric("train/step")
+            for prefix in ("train/*", "eval/*", "probe/*"):
+                self.run.define_metric(prefix, step_metric="train/step")
         except Exception as err:  # noqa: BLE001 - wandb must never stop training
             warnings.warn(
                 f"wandb could not start ({err}); continuing with local files only", stacklevel=2
@@ -49,7 +53,7 @@ class WandbMirror:
         if self.run is None:
             return
         try:
-            self.run.log(dict(metrics), step=step)
+            self.run.log({**metrics, "train/step": step}, step=step)
         except Exception as err:  # noqa: BLE001
             warnings.warn(f"wandb log failed ({err}); further wandb logging is off", stacklevel=2)
             self.run = None

@@ -1,0 +1,37 @@
+"""wandb mirrors the local files offline, and a broken wandb never stops training."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+from helpers import compose_config
+
+from normlab.train.loop import train
+
+
+def test_offline_wandb_run_records_the_training(smoke_overrides, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = compose_config(
+        [*smoke_overrides, "logger=wandb", "logger.mode=offline", "trainer.max_steps=4"]
+    )
+    summary = train(cfg, tmp_path)
+    assert summary["status"] == "complete"
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert any(p.suffix == ".wandb" for p in runs[0].iterdir())
+
+
+def test_a_failing_wandb_only_warns(smoke_overrides, tmp_path, monkeypatch):
+    import wandb
+
+    def broken(*a, **k):
+        raise RuntimeError("wandb service unreachable")
+
+    monkeypatch.setattr(wandb, "init", broken)
+    cfg = compose_config([*smoke_overrides, "logger=wandb", "trainer.max_steps=2"])
+    with pytest.warns(UserWarning, match="wandb could not start"):
+        summary = train(cfg, tmp_path)
+    assert summary["status"] == "complete"
+    warnings.resetwarnings()
