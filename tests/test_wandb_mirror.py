@@ -5,8 +5,8 @@ from __future__ import annotations
 import warnings
 
 import pytest
-from helpers import compose_config
 
+from helpers import compose_config
 from normlab.train.loop import train
 
 
