@@ -190,6 +190,49 @@ def _csv(all_series: list[Series], metrics) -> str:
     return out.getvalue()
 
 
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def _verdicts(base: Series, other: Series, paper_metrics) -> list[str]:
+    """The paper's three claims, judged with thresholds stated in the text."""
+    lines = [
+        "verdicts on the paper's claims (first run = vision baseline, last run = Transformer):"
+    ]
+    for column, _ in paper_metrics:
+        ob, bb = _boxes(other, column), _boxes(base, column)
+        ratios = [_ratio(o.median, b.median) for o, b in zip(ob, bb, strict=True)]
+        if all(r >= 10 for r in ratios):
+            far = "HOLDS (>= 10x in every window)"
+        elif all(r > 1 for r in ratios):
+            far = f"PARTLY (farther in every window, but {min(ratios):.3g}x at least, not orders of magnitude)"
+        elif any(r > 1 for r in ratios):
+            far = "MIXED (farther in some windows only)"
+        else:
+            far = "DOES NOT HOLD (the Transformer is closer in every window)"
+        lines.append(
+            f"  (1) farther from running stats, {column}: {far}; ratios "
+            + ", ".join(f"{r:.3g}" for r in ratios)
+        )
+        o_out, b_out = sum(b.outliers for b in ob), sum(b.outliers for b in bb)
+        o_ext = max(_ratio(b.max, b.median) for b in ob)
+        b_ext = max(_ratio(b.max, b.median) for b in bb)
+        extreme = "HOLDS" if o_ext > b_ext and o_out >= b_out else "DOES NOT HOLD"
+        lines.append(
+            f"  (2) extreme outliers, {column}: {extreme}; outliers {o_out} vs {b_out}, "
+            f"largest max/median {o_ext:.3g} vs {b_ext:.3g}"
+        )
+        growth = _ratio(ob[-1].median, ob[0].median)
+        trend = (
+            "GROWS (>2x)" if growth > 2 else ("SHRINKS (<0.5x)" if growth < 0.5 else "ROUGHLY FLAT")
+        )
+        lines.append(
+            f"  (3) grows during training, {column} ({other.label}): {trend}; last/first "
+            f"window median {growth:.3g} (paper's variance distance: 1.37/0.0505 = 27)"
+        )
+    return lines
+
+
 def _summary(all_series: list[Series], fig: str, metrics) -> str:
     """Median ratio (last run / first run) per window, outliers, trend, and verdicts."""
     base, other = all_series[0], all_series[-1]
@@ -207,9 +250,7 @@ def _summary(all_series: list[Series], fig: str, metrics) -> str:
     lines.append(f"median ratio {other.label} / {base.label} per window:")
     for column, _ in metrics:
         ob, bb = _boxes(other, column), _boxes(base, column)
-        ratios = [
-            o.median / b.median if b.median else float("nan") for o, b in zip(ob, bb, strict=True)
-        ]
+        ratios = [_ratio(o.median, b.median) for o, b in zip(ob, bb, strict=True)]
         lines.append(
             f"  {column:14s} "
             + "  ".join(f"{window_label(w)}: {r:9.3g}" for w, r in enumerate(ratios))
@@ -223,16 +264,17 @@ def _summary(all_series: list[Series], fig: str, metrics) -> str:
                 f"  {s.label:28s} {column:14s} outliers "
                 + " ".join(f"{b.outliers:4d}" for b in bx)
                 + "   max/median "
-                + " ".join(f"{b.max / b.median if b.median else float('nan'):7.3g}" for b in bx)
+                + " ".join(f"{_ratio(b.max, b.median):7.3g}" for b in bx)
             )
     lines.append("")
     lines.append("trend (median of last window / first window):")
     for s in all_series:
         for column, _ in metrics:
             bx = _boxes(s, column)
-            lines.append(
-                f"  {s.label:28s} {column:14s} {bx[-1].median / bx[0].median if bx[0].median else float('nan'):9.3g}"
-            )
+            lines.append(f"  {s.label:28s} {column:14s} {_ratio(bx[-1].median, bx[0].median):9.3g}")
+    if len(all_series) > 1:
+        lines.append("")
+        lines += _verdicts(base, other, metrics[:2])
     return "\n".join(lines) + "\n"
 
 
