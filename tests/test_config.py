@@ -52,7 +52,7 @@ def test_presets_keep_the_schedule_shape():
 @pytest.mark.parametrize(
     "arg, message",
     [
-        ("norm=bnn", "unknown norm 'bnn'; valid names: bn, gn, ln, none"),
+        ("norm=bnn", "unknown norm 'bnn'; valid names: bn, gn, ln, none, pn, pnv"),
         ("model=resnet56", "unknown model 'resnet56'; valid names: resnet20"),
         ("scale=huge", "unknown scale 'huge'; valid names: cpu, cpu_long, paper, smoke"),
         ("norm=bn,lnn", "unknown norm 'lnn'"),
@@ -85,7 +85,7 @@ def test_cli_unknown_norm_exits_nonzero_with_one_line(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
-    assert "unknown norm 'bnn'; valid names: bn, gn, ln, none" in proc.stderr
+    assert "unknown norm 'bnn'; valid names: bn, gn, ln, none, pn, pnv" in proc.stderr
 
 
 def test_cli_smoke_run_writes_the_run_directory(image_folder, tmp_path):

@@ -12,6 +12,17 @@ It sees norm modules only (any model built from the norm factory, or a user's ow
   ∂L/∂μ_B = −γ/√(σ²_B+ε) · Σᵢ ∂L/∂yᵢ and ∂L/∂σ²_B = −γ/2 · (σ²_B+ε)^(−3/2) · Σᵢ ∂L/∂yᵢ (xᵢ − μ_B),
   the partial derivatives through y = γ(x − μ_B)/√(σ²_B+ε) + β (the σ²_B path adds nothing to
   ∂L/∂μ_B because Σᵢ(xᵢ − μ_B) = 0), which equal autograd's through an explicit BN.
+- PowerNorm-family = a module in training mode with a `running_phi` buffer (the running quadratic
+  mean ψ²) and the class attribute `probe_kind = "pn"` (normlab's `pn` and `pnv`). Its rows, kind
+  "pn", hold the ψ analogues of the BN columns: phi_dist = (1/d)‖ψ²_B − ψ²‖₂ against the running ψ²
+  before the step's update, its 1/√d variant, tid_phi, batch_phi_mean, and grad_phi. ψ²_B is read
+  from the layer itself (`last_batch_phi`, stored by its forward), which is exact whatever the
+  layer's running-average convention. grad_phi = (1/d)‖∂L/∂ψ²_B‖₂ with
+  ∂L/∂ψ²_B = −γ/2 · (ψ²_B+ε)^(−3/2) · Σᵢ ∂L/∂yᵢ zᵢ, the partial derivative through y = γz/√(ψ²_B+ε) + β
+  (z: the layer's input after its group scaling, `scaled_input`), recorded only for layers whose
+  forward divides by ψ_B with exact gradients (`differentiates_batch_phi`, i.e. PN-V). PN divides by
+  the running ψ_{t−1} and backpropagates Algorithm 2's approximation: its loss does not depend on
+  ψ²_B, so there is no ∂L/∂ψ²_B to record and grad_phi stays NaN rather than a hypothetical number.
 - LayerNorm-family layers (LayerNorm, GroupNorm with one group) have no running statistics: for
   them the probe records, clearly named `*_drift`, how much the per-feature batch mean/variance of
   their input changes from one probed step to the next — a comparison series, not D_μ/D_σ².
@@ -39,6 +50,13 @@ BN_COLUMNS = (
     "grad_var",  # (1/d)‖∂L/∂σ²_B‖₂
     "batch_var_mean",  # mean_c σ²_B,c: the input's scale, which the 1/d distances track
 )
+PN_COLUMNS = (
+    "phi_dist",  # D_ψ² = (1/d)‖ψ²_B − ψ²‖₂ (paper Fig. 4), comparable with BN's var_dist
+    "phi_rms_dist",  # (1/√d)‖ψ²_B − ψ²‖₂
+    "tid_phi",  # (1/d)Σ_c |ψ_c/ψ_B,c − 1|: the scale-free analogue of tid_var
+    "grad_phi",  # (1/d)‖∂L/∂ψ²_B‖₂ (PN-V only; NaN for PN, whose loss does not depend on ψ²_B)
+    "batch_phi_mean",  # mean_c ψ²_B,c: the input's scale, which the 1/d distances track
+)
 DRIFT_COLUMNS = ("mean_drift", "var_drift")
 
 
@@ -47,6 +65,12 @@ def is_bn_family(m: nn.Module) -> bool:
         isinstance(getattr(m, "running_mean", None), torch.Tensor)
         and isinstance(getattr(m, "running_var", None), torch.Tensor)
         and hasattr(m, "momentum")
+    )
+
+
+def is_pn_family(m: nn.Module) -> bool:
+    return getattr(type(m), "probe_kind", None) == "pn" and isinstance(
+        getattr(m, "running_phi", None), torch.Tensor
     )
 
 
@@ -102,11 +126,14 @@ class BatchStatsProbe:
         for name, m in model.named_modules():
             if is_bn_family(m):
                 found.append((name, m, "bn"))
+            elif is_pn_family(m):
+                found.append((name, m, "pn"))
             elif ln_drift and is_ln_family(m):
                 found.append((name, m, "ln"))
         self.layers = [_Layer(n, i, m, k) for i, (n, m, k) in enumerate(found)]
         if layers == "first":
-            self.layers = [lay for lay in self.layers if lay.kind == "bn"][:1] or self.layers[:1]
+            with_running = [lay for lay in self.layers if lay.kind in ("bn", "pn")]
+            self.layers = with_running[:1] or self.layers[:1]
         elif layers != "all":
             wanted = set(layers)
             unknown = wanted - {lay.name for lay in self.layers}
@@ -169,6 +196,13 @@ class BatchStatsProbe:
             mask = _pad_mask(args, kwargs)
             keep = None if mask is None else ~mask.bool()
             count = int(keep.sum()) if keep is not None else x.numel() // x.shape[fdim]
+            if layer.kind == "pn":
+                layer._old = module.running_phi.detach().clone()
+                # grad_phi needs the normalized quantity z (after group scaling), PN-V only.
+                exact = getattr(module, "differentiates_batch_phi", False)
+                z = module.scaled_input(x.detach()) if self.gradients and exact else None
+                layer._ctx = (z, fdim, keep, count, None)
+                return
             grad_rows = None
             if getattr(module, "layer_scaling", False):
                 # The statistics run over the layer's rescaled real tokens, not its raw input: take
@@ -192,6 +226,8 @@ class BatchStatsProbe:
             del layer._ctx
             if layer.kind == "bn":
                 self._bn_row(layer, module, x, fdim, keep, count, out, grad_rows)
+            elif layer.kind == "pn":
+                self._pn_row(layer, module, x, fdim, keep, count, out)
             else:
                 self._ln_row(layer, x, fdim, keep, count)
 
@@ -238,6 +274,34 @@ class BatchStatsProbe:
                 d_var = -0.5 * gamma * inv_std**3 * (s_gx - mu_b * s_g)
                 row["grad_mean"] = stats.grad_norm(d_mu)
                 row["grad_var"] = stats.grad_norm(d_var)
+
+            out.register_hook(grad_hook)
+
+    def _pn_row(self, layer, module, z, fdim, keep, count, out) -> None:
+        old_phi = layer._old
+        del layer._old
+        phi_b, phi = module.last_batch_phi.double(), old_phi.double()
+        eps = float(module.eps)
+        row = {
+            "layer": layer.name,
+            "layer_index": layer.index,
+            "kind": "pn",
+            "d": phi.numel(),
+            "count": count,
+            "phi_dist": stats.dist(phi_b, phi),
+            "phi_rms_dist": stats.rms_dist(phi_b, phi),
+            "tid_phi": stats.tid_phi(phi, phi_b, eps),
+            "batch_phi_mean": phi_b.mean(),
+            "grad_phi": math.nan,
+        }
+        layer.row = row
+        if z is not None and out.requires_grad:
+            gamma = module.weight.detach().double() if module.weight is not None else 1.0
+
+            def grad_hook(g: torch.Tensor) -> None:
+                s_gz = _per_feature_sums((g * z).float(), fdim, keep).double()
+                d_phi = -0.5 * gamma * (phi_b + eps) ** -1.5 * s_gz
+                row["grad_phi"] = stats.grad_norm(d_phi)
 
             out.register_hook(grad_hook)
 

@@ -11,7 +11,8 @@ import torch
 
 
 def dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(1/d)·‖a − b‖₂ — "mean distance" D_μ and "variance distance" D_σ² (paper Fig. 2)."""
+    """(1/d)·‖a − b‖₂ — "mean distance" D_μ and "variance distance" D_σ² (paper Fig. 2), and the
+    PN analogue D_ψ² = (1/d)·‖ψ²_B − ψ²‖₂ (paper Fig. 4)."""
     return torch.linalg.vector_norm(a - b) / a.numel()
 
 
@@ -30,8 +31,15 @@ def tid_var(var: torch.Tensor, var_b: torch.Tensor, eps: float) -> torch.Tensor:
     return ((var + eps).sqrt() / (var_b + eps).sqrt() - 1).abs().mean()
 
 
+def tid_phi(phi: torch.Tensor, phi_b: torch.Tensor, eps: float) -> torch.Tensor:
+    """(1/d)·Σ_c |ψ_c / ψ_B,c − 1|, ψ = sqrt(ψ² + eps): TID (variance) with the quadratic mean ψ²
+    in place of σ² (ours: the scale-free companion of D_ψ², as tid_var is D_σ²'s)."""
+    return ((phi + eps).sqrt() / (phi_b + eps).sqrt() - 1).abs().mean()
+
+
 def grad_norm(g: torch.Tensor) -> torch.Tensor:
-    """(1/d)·‖∂L/∂μ_B‖₂ and (1/d)·‖∂L/∂σ²_B‖₂ — gradients of the batch statistics (paper Fig. 3)."""
+    """(1/d)·‖∂L/∂μ_B‖₂ and (1/d)·‖∂L/∂σ²_B‖₂ — gradients of the batch statistics (paper Fig. 3) —
+    and the PN analogue (1/d)·‖∂L/∂ψ²_B‖₂ (paper Fig. 4)."""
     return torch.linalg.vector_norm(g) / g.numel()
 
 

@@ -108,6 +108,7 @@ class _Run:
         if cfg.trainer.max_steps:
             self.total_steps = min(self.total_steps, int(cfg.trainer.max_steps))
 
+        self._warn_long_norm_warmup()
         self.step = self.epoch = self.batch_in_epoch = 0
         self.train_s = self.wall_before = 0.0
         self.items = self.resumed = 0
@@ -150,6 +151,18 @@ class _Run:
             self.wandb.summary({k: v for k, v in summary.items() if not isinstance(v, dict)})
             self.wandb.finish()
         return summary
+
+    def _warn_long_norm_warmup(self) -> None:
+        """A norm whose warmup (PowerNorm's batch-statistics phase) outlasts the run never leaves it."""
+        warmups = {int(getattr(m, "warmup_iters", 0) or 0) for m in self.model.modules()}
+        if max(warmups, default=0) > self.total_steps:
+            import warnings
+
+            warnings.warn(
+                f"norm.warmup_iters={max(warmups)} is longer than the run ({self.total_steps} steps), "
+                "so the norm uses batch statistics throughout; lower norm.warmup_iters",
+                stacklevel=2,
+            )
 
     def _resume(self) -> dict[str, int]:
         ckpt = load_checkpoint(self.ckpt_path)
