@@ -16,7 +16,7 @@ IWSLT14 ?= data.prepared_dir=$(IWSLT14_DIR)
 export MALLOC_MMAP_THRESHOLD_ := 1000000000000
 export MALLOC_TRIM_THRESHOLD_ := 100000000000
 
-.PHONY: help install test test-slow lint format cifar10 iwslt14 data-iwslt14 fig-runs fig2 fig3 bench-probe clean-runs
+.PHONY: help install test test-slow lint format cifar10 iwslt14 data-iwslt14 fig-runs fig2 fig3 fig4 table1 bench-probe clean-runs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
@@ -67,6 +67,16 @@ fig2: fig-runs ## Figure 2 (batch vs running statistics) at SCALE into results/f
 
 fig3: fig-runs ## Figure 3 (gradients of the batch statistics) at SCALE into results/fig3/SCALE
 	$(PY) scripts/plot_batch_stats.py fig3 $(FIG_RUNS) --out results/fig3/$(SCALE)
+
+fig4: install ## BN vs PN-V statistics (Transformer encoder, first layer) at SCALE into results/fig4/SCALE
+	$(MAKE) --no-print-directory iwslt14 NORM=bn SCALE=$(SCALE)
+	$(MAKE) --no-print-directory iwslt14 NORM=pnv SCALE=$(SCALE)
+	$(PY) scripts/plot_batch_stats.py fig4 --run "Transformer_BN=runs/iwslt14_transformer/$(SCALE)/norm=bn" \
+		--run "Transformer_PN-V=runs/iwslt14_transformer/$(SCALE)/norm=pnv" --out results/fig4/$(SCALE)
+
+table1: install ## Table 1: sweep norm=ln,bn,pnv,pn x 3 seeds at SCALE, then results/table1/SCALE
+	$(VENV)/bin/normlab-train -m experiment=table1 scale=$(SCALE) $(IWSLT14) $(ARGS)
+	$(PY) scripts/make_table1.py runs/table1/$(SCALE) --out results/table1/$(SCALE)
 
 bench-probe: install ## probe overhead on a ResNet-20 step, side by side (off / first layer / all)
 	$(PY) scripts/bench_probe.py --json results/bench/probe.json

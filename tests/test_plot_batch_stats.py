@@ -95,3 +95,32 @@ def test_unknown_layer_is_one_sentence(two_runs, tmp_path, capsys):
     rc = _script().main(["fig2", "--run", f"a={two_runs[0]}:nope", "--out", str(tmp_path)])
     assert rc == 2
     assert "no probe rows for layer 'nope'" in capsys.readouterr().err
+
+
+def test_fig4_compares_bn_variance_with_pn_quadratic_mean(tmp_path, image_folder):
+    base = [
+        "scale=smoke",
+        "data.source=imagefolder",
+        f"data.root={image_folder}",
+        "trainer.progress=false",
+        "trainer.epochs=2",
+        "trainer.threads=1",
+    ]
+    for norm in ("bn", "pnv"):
+        train(compose_config([*base, f"norm={norm}"]), tmp_path / norm)
+    out = tmp_path / "fig4"
+    rc = _script().main(
+        [
+            "fig4",
+            "--run",
+            f"BN={tmp_path / 'bn'}",
+            "--run",
+            f"PN-V={tmp_path / 'pnv'}",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    rows = list(csv.DictReader((out / "fig4_boxes.csv").read_text().splitlines()))
+    assert {r["metric"] for r in rows} == {"stat_dist", "grad_stat", "stat_rms_dist", "tid_stat"}
+    assert "5-21x smaller" in (out / "fig4_summary.txt").read_text()

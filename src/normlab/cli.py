@@ -86,15 +86,21 @@ def _fail(err: UserError) -> None:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from normlab.config import validate_config
     from normlab.train.loop import train
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         validate_config(cfg)
         summary = train(cfg, run_dir)
     except UserError as err:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            # One failing job (a diverged BN Transformer, say) must not stop the rest of a sweep.
+            print(f"normlab: job {run_dir} failed: {err}", file=sys.stderr)
+            return
         _fail(err)
         return
     status = summary["status"]

@@ -38,6 +38,25 @@ FIGURES = {
         [("grad_mean", "(1/d)‖∂L/∂μ_B‖₂"), ("grad_var", "(1/d)‖∂L/∂σ²_B‖₂")],
         [],
     ),
+    # BN's variance statistic vs PowerNorm's quadratic mean (the official repo's BN-vs-PN-V figure):
+    # for a BN layer stat = σ², for a PN layer stat = ψ².
+    "fig4": (
+        [
+            ("stat_dist", "(1/d)‖σ²_B − σ²‖₂ (BN), (1/d)‖ψ²_B − ψ²‖₂ (PN)"),
+            ("grad_stat", "(1/d)‖∂L/∂σ²_B‖₂ (BN), (1/d)‖∂L/∂ψ²_B‖₂ (PN)"),
+        ],
+        [
+            ("stat_rms_dist", "(1/√d)‖σ²_B − σ²‖₂, (1/√d)‖ψ²_B − ψ²‖₂"),
+            ("tid_stat", "TID (variance) / TID (ψ)"),
+        ],
+    ),
+}
+# The BN column and the PN column of each fig4 quantity.
+STAT_ALIASES = {
+    "stat_dist": ("var_dist", "phi_dist"),
+    "grad_stat": ("grad_var", "grad_phi"),
+    "stat_rms_dist": ("var_rms_dist", "phi_rms_dist"),
+    "tid_stat": ("tid_var", "tid_phi"),
 }
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
 
@@ -58,9 +77,9 @@ def load_series(label: str, run_dir: str | Path, layer: str | None = None) -> Se
     """The probe rows of one layer of a run (default: its first BN layer)."""
     run_dir = Path(run_dir)
     df = read_probe(run_dir).to_pandas()
-    bn = df[df["kind"] == "bn"]
+    bn = df[df["kind"].isin(["bn", "pn"])]
     if bn.empty:
-        raise ValueError(f"{run_dir} has no BN-family layer in its probe data")
+        raise ValueError(f"{run_dir} has no BN or PN layer in its probe data")
     if layer is None:
         layer = str(bn.loc[bn["layer_index"].idxmin(), "layer"])
     rows = bn[bn["layer"] == layer].sort_values("step")
@@ -71,6 +90,11 @@ def load_series(label: str, run_dir: str | Path, layer: str | None = None) -> Se
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     cols = {c: rows[c].to_numpy(dtype=float) for c in rows.columns if rows[c].dtype.kind == "f"}
+    kind = str(rows["kind"].iloc[0])
+    for alias, (bn_col, pn_col) in STAT_ALIASES.items():
+        col = pn_col if kind == "pn" else bn_col
+        if col in cols:
+            cols[alias] = cols[col]
     return Series(
         label,
         run_dir,
@@ -272,9 +296,26 @@ def _summary(all_series: list[Series], fig: str, metrics) -> str:
         for column, _ in metrics:
             bx = _boxes(s, column)
             lines.append(f"  {s.label:28s} {column:14s} {_ratio(bx[-1].median, bx[0].median):9.3g}")
-    if len(all_series) > 1:
+    if len(all_series) > 1 and fig in ("fig2", "fig3"):
         lines.append("")
         lines += _verdicts(base, other, metrics[:2])
+    elif len(all_series) > 1 and fig == "fig4":
+        ratios = [
+            _ratio(o.median, b.median)
+            for o, b in zip(_boxes(other, "stat_dist"), _boxes(base, "stat_dist"), strict=True)
+        ]
+        smaller = [1 / r if r else float("nan") for r in ratios]
+        verdict = (
+            "HOLDS"
+            if all(x >= 5 for x in smaller)
+            else ("PARTLY" if all(x > 1 for x in smaller) else "DOES NOT HOLD")
+        )
+        lines += [
+            "",
+            f"claim (official figure): {other.label}'s statistic distance is 5-21x smaller than "
+            f"{base.label}'s: {verdict}; {base.label}/{other.label} median per window "
+            + ", ".join(f"{x:.3g}" for x in smaller),
+        ]
     return "\n".join(lines) + "\n"
 
 
