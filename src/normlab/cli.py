@@ -42,8 +42,16 @@ def run_name(override_dirname: str) -> str:
     return name
 
 
-if not OmegaConf.has_resolver("run_name"):
-    OmegaConf.register_new_resolver("run_name", run_name)
+def threads_per_job(n_jobs: int) -> int:
+    """Torch threads for each of `n_jobs` parallel jobs on this machine's cores (at least 1)."""
+    import os
+
+    return max(1, (os.cpu_count() or 1) // max(1, int(n_jobs)))
+
+
+for _name, _fn in (("run_name", run_name), ("threads_per_job", threads_per_job)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn)
 
 
 def group_options(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:

@@ -1,0 +1,58 @@
+"""Multirun sweeps: the joblib launcher runs jobs in parallel with threads split between them; the
+SLURM launcher config composes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from hydra import compose, initialize_config_dir
+
+from helpers import REPO
+from normlab.cli import CONFIG_DIR, threads_per_job
+
+
+def test_joblib_sweep_runs_jobs_in_parallel_with_split_threads(image_folder, tmp_path):
+    runs = tmp_path / "runs"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "normlab.train",
+            "-m",
+            "launcher=joblib",
+            "scale=smoke",
+            "data.source=imagefolder",
+            f"data.root={image_folder}",
+            "norm=bn,ln",
+            "trainer.progress=false",
+            "trainer.max_steps=3",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "NORMLAB_RUNS": str(runs)},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sweep = runs / "cifar10_resnet20" / "smoke"
+    names = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert names == ["norm=bn,trainer.max_steps=3", "norm=ln,trainer.max_steps=3"]
+    config = (sweep / names[0] / "config.yaml").read_text()
+    assert f"threads: {threads_per_job(2)}" in config
+
+
+def test_slurm_launcher_composes_with_a_partition():
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=["launcher=slurm", "hydra.launcher.partition=gpu"],
+            return_hydra_config=True,
+        )
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert cfg.hydra.launcher.partition == "gpu" and cfg.hydra.launcher.max_num_timeout == 3
+
+
+def test_threads_per_job_never_below_one():
+    assert threads_per_job(1000) == 1
+    assert threads_per_job(1) == (os.cpu_count() or 1)
