@@ -134,3 +134,14 @@ def test_run_directory_in_use_is_refused(smoke_overrides, tmp_path):
 
     with RunDirLock(tmp_path), pytest.raises(UserError, match="is in use by pid"):
         _train(smoke_overrides, tmp_path)
+
+
+def test_summary_names_the_commit_the_run_started_from(smoke_overrides, tmp_path, monkeypatch):
+    import normlab.train.loop as loop
+
+    monkeypatch.setattr(loop, "git_info", lambda: {"git_commit": "start", "git_dirty": False})
+    _train([*smoke_overrides, "trainer.epochs=2", "trainer.simulate_interrupt_at_step=3"], tmp_path)
+    monkeypatch.setattr(loop, "git_info", lambda: {"git_commit": "later", "git_dirty": True})
+    summary = _train([*smoke_overrides, "trainer.epochs=2"], tmp_path)
+    assert summary["git_commit"] == "start" and summary["git_dirty"] is False
+    assert [s["git_commit"] for s in summary["git_segments"]] == ["start", "later"]

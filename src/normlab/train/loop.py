@@ -37,7 +37,7 @@ from normlab.train.optim import build_optimizer, build_scheduler
 from normlab.train.run_dir import RunDirLock
 from normlab.train.tasks import TASKS
 
-TIMING_KEYS = ("wall_s", "train_s", "items_per_s", "finished_at", "resumed")
+TIMING_KEYS = ("wall_s", "train_s", "items_per_s", "finished_at", "resumed", "git_segments")
 
 
 def pick_device(name: str) -> torch.device:
@@ -62,6 +62,8 @@ class _Run:
         self.config = OmegaConf.to_container(cfg, resolve=True)
         self.ckpt_path = run_dir / "checkpoints" / "last.pt"
         self.t_start = time.perf_counter()
+        # The code that runs is the code at start: a commit made while a run goes on is not its.
+        self.git_segments = [git_info() | {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}]
 
     # ----------------------------------------------------------------------------- set-up
     def _completed_summary(self) -> dict[str, Any] | None:
@@ -177,6 +179,7 @@ class _Run:
         self.last_eval = ckpt.get("last_eval", {})
         self.best, self.bad_evals = p.get("best", math.inf), p.get("bad_evals", 0)
         self.early_stopped = p.get("early_stopped", False)
+        self.git_segments = p.get("git_segments", []) + self.git_segments
         set_rng_state(ckpt["rng"])
         self.probe_store.truncate_after(self.step)
         if self.probe is not None:
@@ -323,6 +326,7 @@ class _Run:
             "best": self.best,
             "bad_evals": self.bad_evals,
             "early_stopped": self.early_stopped,
+            "git_segments": self.git_segments,
         }
         save_checkpoint(
             self.ckpt_path,
@@ -385,7 +389,9 @@ class _Run:
             "resumed": self.resumed,
             "early_stopped": self.early_stopped,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            **git_info(),
+            # commit and dirty flag when the run started; one entry per resumed segment after it
+            **{k: self.git_segments[0][k] for k in ("git_commit", "git_dirty")},
+            "git_segments": self.git_segments,
             **environment(str(self.device)),
             "config": self.config,
         }
