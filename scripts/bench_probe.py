@@ -49,6 +49,8 @@ def main() -> None:
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if probe is not None:
+                probe.after_backward()
             opt.step()
             if probe is not None:
                 [float(r["var_dist"]) + float(r["grad_var"]) for r in probe.end_step(step, 0, 0.0)]

@@ -91,6 +91,15 @@ def _pad_mask(args: tuple, kwargs: dict) -> torch.Tensor | None:
     return mask
 
 
+def _grads_from_affine(module: nn.Module, keep: torch.Tensor | None) -> bool:
+    """Whether ∂L/∂γ and ∂L/∂β of this layer are the sums over exactly the statistic's positions:
+    PyTorch's BatchNorm with an affine and no padding (pads, or a layer-scaled input, take the
+    hook path that sums over real tokens only)."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    return isinstance(module, _BatchNorm) and module.affine and keep is None
+
+
 def _per_feature_sums(t: torch.Tensor, feature_dim: int, keep: torch.Tensor | None) -> torch.Tensor:
     """Σ over every position except the feature dim, only where `keep` (non-pad tokens)."""
     if keep is not None:
@@ -105,6 +114,7 @@ class _Layer:
     def __init__(self, name: str, index: int, module: nn.Module, kind: str) -> None:
         self.name, self.index, self.module, self.kind = name, index, module, kind
         self.row: dict[str, Any] | None = None
+        self.pending: tuple | None = None  # gradients to read from γ/β after the backward
         self.prev: tuple[torch.Tensor, torch.Tensor] | None = None  # LN drift: last step's stats
 
 
@@ -176,8 +186,26 @@ class BatchStatsProbe:
         self.active = step % self.every == 0 or step == 1
         for layer in self.layers:
             layer.row = None
+            layer.pending = None
+
+    def after_backward(self) -> None:
+        """Read the gradients that the backward left in the BN layers' γ and β (call before the
+        optimizer step or any gradient clipping); `end_step` does it if it has not been done."""
+        for layer in self.layers:
+            if layer.pending is None:
+                continue
+            module, row, var_b, eps = layer.pending
+            layer.pending = None
+            if module.weight.grad is None or module.bias.grad is None:
+                continue
+            gamma = module.weight.detach().double()
+            sum_g = module.bias.grad.detach().double()  # Σᵢ ∂L/∂yᵢ
+            sum_gx = module.weight.grad.detach().double()  # Σᵢ ∂L/∂yᵢ·x̂ᵢ
+            row["grad_mean"] = stats.grad_norm(-gamma * (var_b + eps).rsqrt() * sum_g)
+            row["grad_var"] = stats.grad_norm(-0.5 * gamma / (var_b + eps) * sum_gx)
 
     def end_step(self, step: int, epoch: int, frac: float) -> list[dict[str, Any]]:
+        self.after_backward()
         rows = []
         if self.active:
             for layer in self.layers:
@@ -261,7 +289,12 @@ class BatchStatsProbe:
             "grad_var": math.nan,
         }
         layer.row = row
-        if self.gradients and out.requires_grad:
+        if self.gradients and out.requires_grad and _grads_from_affine(module, keep):
+            # y = γ·x̂ + β over every position, so autograd's own ∂L/∂β = Σᵢ ∂L/∂yᵢ and
+            # ∂L/∂γ = Σᵢ ∂L/∂yᵢ·x̂ᵢ are exactly the two sums the formulas need: the gradients cost
+            # nothing beyond reading them after the backward (`after_backward`).
+            layer.pending = (module, row, var_b, eps)
+        elif self.gradients and out.requires_grad:
             gamma = module.weight.detach().double() if module.weight is not None else 1.0
 
             def grad_hook(g: torch.Tensor) -> None:

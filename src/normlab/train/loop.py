@@ -254,6 +254,8 @@ class _Run:
             self._diverged(loss_value)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.probe is not None:
+            self.probe.after_backward()  # before clipping and the step touch the gradients
         if self.cfg.trainer.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.trainer.grad_clip)
         lr = self.optimizer.param_groups[0]["lr"]
