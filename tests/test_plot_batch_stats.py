@@ -88,7 +88,7 @@ def test_plot_script_writes_figure_csv_summary_provenance(two_runs, tmp_path, fi
     assert prov["runs"][0]["data_source"].startswith("CIFAR-10")
     text = (out / f"{fig}_summary.txt").read_text()
     assert "median ratio lr 0.4 / lr 0.05" in text
-    assert text.count("(1) farther") == 2 and text.count("(3) grows") == 2
+    assert text.count("(1) ") == 2 and text.count("(3) grows") == 2
 
 
 def test_unknown_layer_is_one_sentence(two_runs, tmp_path, capsys):

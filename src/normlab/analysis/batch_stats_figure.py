@@ -218,7 +218,7 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
 
-def _verdicts(base: Series, other: Series, paper_metrics) -> list[str]:
+def _verdicts(base: Series, other: Series, paper_metrics, claim: str) -> list[str]:
     """The paper's three claims, judged with thresholds stated in the text."""
     lines = [
         "verdicts on the paper's claims (first run = vision baseline, last run = Transformer):"
@@ -229,21 +229,23 @@ def _verdicts(base: Series, other: Series, paper_metrics) -> list[str]:
         if all(r >= 10 for r in ratios):
             far = "HOLDS (>= 10x in every window)"
         elif all(r > 1 for r in ratios):
-            far = f"PARTLY (farther in every window, but {min(ratios):.3g}x at least, not orders of magnitude)"
+            far = f"PARTLY (larger in every window, but {min(ratios):.3g}x at least, not orders of magnitude)"
         elif any(r > 1 for r in ratios):
-            far = "MIXED (farther in some windows only)"
+            far = "MIXED (larger in some windows only)"
         else:
-            far = "DOES NOT HOLD (the Transformer is closer in every window)"
+            far = "DOES NOT HOLD (smaller for the Transformer in every window)"
         lines.append(
-            f"  (1) farther from running stats, {column}: {far}; ratios "
+            f"  (1) {claim}, {column}: {far}; ratios "
             + ", ".join(f"{r:.3g}" for r in ratios)
         )
-        o_out, b_out = sum(b.outliers for b in ob), sum(b.outliers for b in bb)
+        # Outliers as a fraction of the probed steps: the runs need not have the same length.
+        o_frac = sum(b.outliers for b in ob) / max(sum(b.n for b in ob), 1)
+        b_frac = sum(b.outliers for b in bb) / max(sum(b.n for b in bb), 1)
         o_ext = max(_ratio(b.max, b.median) for b in ob)
         b_ext = max(_ratio(b.max, b.median) for b in bb)
-        extreme = "HOLDS" if o_ext > b_ext and o_out >= b_out else "DOES NOT HOLD"
+        extreme = "HOLDS" if o_ext > b_ext and o_frac >= b_frac else "DOES NOT HOLD"
         lines.append(
-            f"  (2) extreme outliers, {column}: {extreme}; outliers {o_out} vs {b_out}, "
+            f"  (2) extreme outliers, {column}: {extreme}; outlier share {o_frac:.1%} vs {b_frac:.1%}, "
             f"largest max/median {o_ext:.3g} vs {b_ext:.3g}"
         )
         growth = _ratio(ob[-1].median, ob[0].median)
@@ -298,7 +300,8 @@ def _summary(all_series: list[Series], fig: str, metrics) -> str:
             lines.append(f"  {s.label:28s} {column:14s} {_ratio(bx[-1].median, bx[0].median):9.3g}")
     if len(all_series) > 1 and fig in ("fig2", "fig3"):
         lines.append("")
-        lines += _verdicts(base, other, metrics[:2])
+        claim = "farther from running stats" if fig == "fig2" else "larger gradients"
+        lines += _verdicts(base, other, metrics[:2], claim)
     elif len(all_series) > 1 and fig == "fig4":
         ratios = [
             _ratio(o.median, b.median)
