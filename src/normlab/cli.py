@@ -116,7 +116,9 @@ def _hydra_main(cfg: DictConfig) -> None:
         print(f"interrupted; rerun the same command to resume from {run_dir}/checkpoints/last.pt")
         sys.exit(143)
     metrics = ", ".join(
-        f"{k}={summary[k]:.4g}" for k in ("test_acc", "test_loss", "bleu") if k in summary
+        f"{k}={summary[k]:.4g}"
+        for k in ("test_acc", "test_loss", "bleu", "sacrebleu", "valid_loss")
+        if k in summary
     )
     print(f"{status}: {run_dir} ({metrics}, {summary['steps']} steps, {summary['wall_s']:.0f} s)")
 

@@ -235,8 +235,7 @@ def _verdicts(base: Series, other: Series, paper_metrics, claim: str) -> list[st
         else:
             far = "DOES NOT HOLD (smaller for the Transformer in every window)"
         lines.append(
-            f"  (1) {claim}, {column}: {far}; ratios "
-            + ", ".join(f"{r:.3g}" for r in ratios)
+            f"  (1) {claim}, {column}: {far}; ratios " + ", ".join(f"{r:.3g}" for r in ratios)
         )
         # Outliers as a fraction of the probed steps: the runs need not have the same length.
         o_frac = sum(b.outliers for b in ob) / max(sum(b.n for b in ob), 1)
