@@ -56,3 +56,28 @@ def test_slurm_launcher_composes_with_a_partition():
 def test_threads_per_job_never_below_one():
     assert threads_per_job(1000) == 1
     assert threads_per_job(1) == (os.cpu_count() or 1)
+
+
+def test_sweep_reports_a_failing_job_by_name_and_skips_complete_ones(image_folder, tmp_path):
+    runs = tmp_path / "runs"
+    args = [
+        sys.executable,
+        "-m",
+        "normlab.train",
+        "-m",
+        "scale=smoke",
+        "data.source=imagefolder",
+        f"data.root={image_folder}",
+        "trainer.progress=false",
+        "trainer.threads=1",
+        "trainer.max_steps=6",
+        "optim.lr=0.1,1e30",
+    ]
+    env = {**os.environ, "NORMLAB_RUNS": str(runs)}
+    first = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "1 of 2 jobs complete" in first.stdout
+    assert "optim.lr=1e+30,trainer.max_steps=6: diverged at step 2" in first.stdout
+    assert "failed: the training loss became" in first.stderr  # named, with the reason
+    again = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env)
+    assert "optim.lr=0.1,trainer.max_steps=6: skipped (already complete)" in again.stdout
