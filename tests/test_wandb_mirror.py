@@ -35,3 +35,24 @@ def test_a_failing_wandb_only_warns(smoke_overrides, tmp_path, monkeypatch):
         summary = train(cfg, tmp_path)
     assert summary["status"] == "complete"
     warnings.resetwarnings()
+
+
+def test_wandb_sync_lists_offline_runs_when_not_logged_in(
+    smoke_overrides, tmp_path, monkeypatch, capsys
+):
+    import importlib.util
+
+    from helpers import REPO
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc login
+    cfg = compose_config(
+        [*smoke_overrides, "logger=wandb", "logger.mode=offline", "trainer.max_steps=2"]
+    )
+    train(cfg, tmp_path / "runs" / "one")
+    spec = importlib.util.spec_from_file_location("wandb_sync", REPO / "scripts" / "wandb_sync.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main([str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "1 offline wandb run(s)" in out and "not logged in" in out
