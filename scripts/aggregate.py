@@ -10,12 +10,16 @@ Writes <out>/aggregate.csv and <out>/aggregate.md when --out is given; prints th
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import sys
 from pathlib import Path
 
-from normlab.analysis.aggregate import aggregate, incomplete_lines, to_csv_rows, to_markdown
+from normlab.analysis.aggregate import (
+    aggregate,
+    csv_text,
+    incomplete_lines,
+    to_csv_rows,
+    to_markdown,
+)
 from normlab.io_utils import atomic_write_text
 
 
@@ -45,12 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     if args.out:
         rows = to_csv_rows(groups, args.by, args.metrics)
-        buf = io.StringIO()
-        if rows:
-            w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-        atomic_write_text(Path(args.out) / "aggregate.csv", buf.getvalue())
+        atomic_write_text(Path(args.out) / "aggregate.csv", csv_text(rows))
         atomic_write_text(Path(args.out) / "aggregate.md", md)
     return 0
 

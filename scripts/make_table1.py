@@ -8,12 +8,16 @@ over seeds, next to the paper's column, with scale, data and hardware stated.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import sys
 from pathlib import Path
 
-from normlab.analysis.aggregate import aggregate, incomplete_lines, to_csv_rows, to_markdown
+from normlab.analysis.aggregate import (
+    aggregate,
+    csv_text,
+    incomplete_lines,
+    to_csv_rows,
+    to_markdown,
+)
 from normlab.io_utils import atomic_write_json, atomic_write_text
 
 PAPER_BLEU = {"ln": 35.5, "bn": 34.4, "pnv": 35.5, "pn": 35.9}  # Shen et al. 2020, Table 1, IWSLT14
@@ -69,12 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = to_csv_rows(groups, ["norm"], METRICS)
     for row in rows:
         row["paper_bleu"] = PAPER_BLEU.get(row["norm"])
-    buf = io.StringIO()
-    if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    atomic_write_text(out / "table1.csv", buf.getvalue())
+    atomic_write_text(out / "table1.csv", csv_text(rows))
     atomic_write_text(out / "table1.md", md)
     atomic_write_json(out / "provenance.json", facts | {"runs": [r["run_dir"] for r in runs]})
     print(md)

@@ -95,3 +95,19 @@ def test_table1_smoke_sweep_runs_every_job(tmp_path):
     groups, incomplete = aggregate(env_runs / "table1" / "smoke", ["norm.name"])
     assert sorted(g.key[0] for g in groups) == ["bn", "ln", "pn", "pnv"]
     assert not incomplete
+
+
+def test_aggregate_script_writes_csv_and_markdown(tmp_path, capsys):
+    for seed, acc in enumerate([0.5, 0.7]):
+        d = _fake_run(tmp_path / "sweep", "gn", seed, None)
+        summary = json.loads((d / "summary.json").read_text()) | {"test_acc": acc}
+        (d / "summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "out"
+    assert (
+        _script("aggregate").main(
+            [str(tmp_path / "sweep"), "--metrics", "test_acc", "--out", str(out)]
+        )
+        == 0
+    )
+    assert "| gn | 0.60 ± 0.14 (n=2) |" in (out / "aggregate.md").read_text()
+    assert (out / "aggregate.csv").read_text().splitlines()[1].startswith("gn,0.6")

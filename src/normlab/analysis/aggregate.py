@@ -6,6 +6,8 @@ A run is a folder holding `config.yaml` (written when it starts) and, once it ha
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import statistics
@@ -115,3 +117,14 @@ def incomplete_lines(incomplete: list[dict[str, Any]]) -> list[str]:
             status = f"diverged at step {row.get('diverged_at_step')}"
         out.append(f"- {row['run_dir']}: {status}")
     return out
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """Rows as CSV text (header from the first row); empty when there are none."""
+    if not rows:
+        return ""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
