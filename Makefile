@@ -16,7 +16,7 @@ IWSLT14 ?= data.prepared_dir=$(IWSLT14_DIR)
 export MALLOC_MMAP_THRESHOLD_ := 1000000000000
 export MALLOC_TRIM_THRESHOLD_ := 100000000000
 
-.PHONY: help install test test-slow lint format cifar10 iwslt14 data-iwslt14 fig-runs fig2 fig3 fig4 table1 wandb-sync bench-probe clean-runs
+.PHONY: help install test test-slow lint format cifar10 iwslt14 data-iwslt14 fig-runs fig2 fig3 fig4 table1 wandb-sync bench bench-probe clean-runs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ table1: install ## Table 1: sweep norm=ln,bn,pnv,pn x 3 seeds at SCALE, then res
 
 wandb-sync: install ## upload offline wandb runs under runs/ (lists them when not logged in)
 	$(PY) scripts/wandb_sync.py runs
+
+bench: install ## side-by-side throughput vs reference loops (ResNet-20, Transformer), ratios, memory
+	$(PY) scripts/bench.py --cifar $(SHARED)/cifar10-jpeg
 
 bench-probe: install ## probe overhead on a ResNet-20 step, side by side (off / first layer / all)
 	$(PY) scripts/bench_probe.py --json results/bench/probe.json
