@@ -73,24 +73,16 @@ def _resnet(device, channels_last=True):
     return model, opt
 
 
-def _sgd_step(model, opt, x, y, probe=None, step_no=[0]):  # noqa: B006 - a step counter
-    import torch.nn.functional as F
-
-    step_no[0] += 1
-    if probe is not None:
-        probe.begin_step(step_no[0])
-    loss = F.cross_entropy(model(x), y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if probe is not None:
-        probe.after_backward()
-    opt.step()
-    if probe is not None:
-        probe.end_step(step_no[0], 0, 0.0)
-
-
 def run_case(case: str, args) -> dict:
     import torch
+
+    from bench_probe import sgd_step  # scripts/ is on sys.path when this runs as a script
+
+    steps_done = [0]
+
+    def _sgd_step(model, opt, x, y, probe=None):
+        steps_done[0] += 1
+        sgd_step(model, opt, x, y, probe, steps_done[0])
 
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

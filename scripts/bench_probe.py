@@ -22,6 +22,20 @@ from normlab.norms import norm_factory
 from normlab.probe.batch_stats import BatchStatsProbe
 
 
+def sgd_step(model, opt, x, y, probe: BatchStatsProbe | None = None, step: int = 1) -> None:
+    """One training step, with the probe's calls where the training loop makes them."""
+    if probe is not None:
+        probe.begin_step(step)
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if probe is not None:
+        probe.after_backward()
+    opt.step()
+    if probe is not None:  # read every value, as writing the rows would
+        [float(r["var_dist"]) + float(r["grad_var"]) for r in probe.end_step(step, 0, 0.0)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -44,16 +58,7 @@ def main() -> None:
     def block(probe: BatchStatsProbe | None) -> float:
         t0 = time.perf_counter()
         for step in range(1, args.steps + 1):
-            if probe is not None:
-                probe.begin_step(step)
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if probe is not None:
-                probe.after_backward()
-            opt.step()
-            if probe is not None:
-                [float(r["var_dist"]) + float(r["grad_var"]) for r in probe.end_step(step, 0, 0.0)]
+            sgd_step(model, opt, x, y, probe, step)
         return (time.perf_counter() - t0) / args.steps
 
     configs = {"off": None, "first": "first", "all": "all"}
