@@ -24,6 +24,8 @@ class TrainerConfig:
     eval_every: int = 1
     grad_clip: float | None = None
     channels_last: bool = True
+    amp: str | None = None
+    compile: bool = False
     threads: int | None = None
     progress: Any = "auto"
     simulate_interrupt_at_step: int | None = None

@@ -13,6 +13,9 @@ Pad positions are normalized with the same statistics as the real tokens (their 
 whatever the affine map gives them); they are never part of a statistic, so nothing at a real token
 depends on them.
 
+Under `torchrun` with `distributed.sync_bn=true` (`sync_stats`), the statistics are those of the
+real tokens of the global batch, all ranks together (see `global_stats`).
+
 `layer_scaling=True` first divides every token by its RMS over its C features, as the official
 PowerNorm code's Transformer_BN does ("LayerScaling"). It is off by default: DESIGN.md §3 explains
 that it bounds the variance distance near 2 while the paper's figures reach 6.6.
@@ -22,6 +25,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from normlab.norms.global_stats import global_var_mean, update_running_stats
 
 
 def rms_scale(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -54,6 +59,8 @@ class MaskedBatchNorm(nn.Module):
         self.momentum = momentum
         self.affine = affine
         self.layer_scaling = layer_scaling
+        self.sync_stats = False  # True: statistics over the global batch of a multi-process run
+        self.last_count: int | None = None  # tokens the last statistics were taken over
         if affine:
             self.weight = nn.Parameter(torch.ones(num_features))
             self.bias = nn.Parameter(torch.zeros(num_features))
@@ -88,25 +95,18 @@ class MaskedBatchNorm(nn.Module):
         if self.training:
             # Statistics in at least float32, as PyTorch's BN does under autocast.
             tokens = real_tokens(x, pad_mask).to(torch.promote_types(x.dtype, torch.float32))
-            n = tokens.shape[0]
+            if self.sync_stats:
+                var, mean, n = global_var_mean(tokens, 0)
+            else:
+                var, mean = torch.var_mean(tokens, dim=0, correction=0)  # one pass, biased
+                n = tokens.shape[0]
             if n < 2:
                 raise ValueError(f"BatchNorm needs more than 1 real token per batch, got {n}")
-            var, mean = torch.var_mean(tokens, dim=0, correction=0)  # one pass, biased
-            self._update_running_stats(mean.detach(), var.detach(), n)
+            self.last_count = n
+            update_running_stats(self, mean.detach(), var.detach(), n)
         else:
             mean, var = self.running_mean, self.running_var
         y = (x - mean) * torch.rsqrt(var + self.eps)
         if self.affine:
             y = y * self.weight + self.bias
         return y
-
-    @torch.no_grad()
-    def _update_running_stats(self, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
-        self.num_batches_tracked += 1
-        factor = self.momentum
-        if factor is None:  # PyTorch's cumulative moving average
-            factor = 1.0 / int(self.num_batches_tracked)
-        unbiased = var * (n / (n - 1))  # PyTorch stores the unbiased variance
-        # (1 - f)·old + f·new, the same expression (and rounding) as PyTorch's kernels
-        self.running_mean.mul_(1 - factor).add_(mean.to(self.running_mean.dtype), alpha=factor)
-        self.running_var.mul_(1 - factor).add_(unbiased.to(self.running_var.dtype), alpha=factor)

@@ -23,6 +23,11 @@ It sees norm modules only (any model built from the norm factory, or a user's ow
   forward divides by ψ_B with exact gradients (`differentiates_batch_phi`, i.e. PN-V). PN divides by
   the running ψ_{t−1} and backpropagates Algorithm 2's approximation: its loss does not depend on
   ψ²_B, so there is no ∂L/∂ψ²_B to record and grad_phi stays NaN rather than a hypothetical number.
+- Multi-process runs (torchrun): every rank runs the probe and rank 0 stores its rows. A layer with
+  per-rank statistics gives rank 0's own μ_B, σ²_B and gradients (read before the gradients are
+  averaged); a layer with synchronized statistics gives the global ones: `count` is the layer's
+  `last_count` (all ranks' values), and the trainer sets `reduce_grad_sums` to an all-reduce mean so
+  that the hooked gradient sums are those of the global batch, as γ/β's are after averaging.
 - LayerNorm-family layers (LayerNorm, GroupNorm with one group) have no running statistics: for
   them the probe records, clearly named `*_drift`, how much the per-feature batch mean/variance of
   their input changes from one probed step to the next — a comparison series, not D_μ/D_σ².
@@ -31,7 +36,7 @@ It sees norm modules only (any model built from the norm factory, or a user's ow
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -157,6 +162,9 @@ class BatchStatsProbe:
                 )
             self.layers = [lay for lay in self.layers if lay.name in wanted]
         self.active = False
+        # Multi-process runs with synchronized BN: turns the gradient sums a backward hook took over
+        # this rank's positions into the global batch's (an all-reduce mean); None = this rank's.
+        self.reduce_grad_sums: Callable[[torch.Tensor], torch.Tensor] | None = None
         self._handles = []
         for layer in self.layers:
             pre = layer.module.register_forward_pre_hook(self._pre_hook(layer), with_kwargs=True)
@@ -264,6 +272,7 @@ class BatchStatsProbe:
     def _bn_row(self, layer, module, x, fdim, keep, count, out, grad_rows=None) -> None:
         old_mean, old_var = layer._old
         del layer._old
+        count = getattr(module, "last_count", None) or count  # all ranks' count if synchronized
         momentum = module.momentum
         if momentum is None:  # cumulative moving average: the weight of this batch is 1/n
             momentum = 1.0 / float(module.num_batches_tracked)
@@ -296,12 +305,15 @@ class BatchStatsProbe:
             layer.pending = (module, row, var_b, eps)
         elif self.gradients and out.requires_grad:
             gamma = module.weight.detach().double() if module.weight is not None else 1.0
+            reduce = self.reduce_grad_sums if getattr(module, "sync_stats", False) else None
 
             def grad_hook(g: torch.Tensor) -> None:
                 if x.dim() == 2 and g.dim() == 3:  # layer scaling: statistics over (N, C) rows
                     g = g[grad_rows] if grad_rows is not None else g.reshape(-1, g.shape[-1])
                 s_g = _per_feature_sums(g.float(), fdim, keep).double()
                 s_gx = _per_feature_sums((g * x.detach()).float(), fdim, keep).double()
+                if reduce is not None:
+                    s_g, s_gx = reduce(torch.stack([s_g, s_gx]))
                 inv_std = (var_b + eps).rsqrt()
                 d_mu = -gamma * inv_std * s_g
                 d_var = -0.5 * gamma * inv_std**3 * (s_gx - mu_b * s_g)

@@ -3,10 +3,13 @@
 Per step it logs one row to metrics.csv; per epoch it evaluates (eval.csv) and writes
 checkpoints/last.pt; at the end it writes summary.json. A run interrupted by SIGTERM/SIGINT writes a
 checkpoint first, and rerunning the same command continues it; a completed run is not redone.
+Under torchrun every rank runs this loop on its shard of each batch and rank 0 alone writes files
+(`normlab.train.distributed`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -20,11 +23,13 @@ from tqdm import tqdm
 from normlab.errors import TrainingDiverged, UserError
 from normlab.io_utils import atomic_write_json, atomic_write_text
 from normlab.models import count_parameters
+from normlab.norms.global_stats import synchronize_batch_stats
 from normlab.probe import build_probe
 from normlab.probe.store import ProbeStore
 from normlab.tracking.metrics_file import MetricsFile
 from normlab.tracking.provenance import environment, git_info
 from normlab.tracking.wandb_mirror import WandbMirror
+from normlab.train import distributed
 from normlab.train.checkpoint import (
     config_differences,
     load_checkpoint,
@@ -40,19 +45,39 @@ from normlab.train.tasks import TASKS
 TIMING_KEYS = ("wall_s", "train_s", "items_per_s", "finished_at", "resumed", "git_segments")
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """The training device; under torchrun each process takes the GPU of its local rank."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device={name} was asked for but no CUDA GPU is visible; use device=cpu")
+    if name == "cuda":
+        return torch.device("cuda", local_rank)
     return torch.device(name)
 
 
 def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
     """Train (or resume, or skip if complete) the run described by `cfg` in `run_dir`."""
     run_dir = Path(run_dir)
-    with RunDirLock(run_dir):
+    # Under torchrun only rank 0 owns (locks and writes) the run directory.
+    lock = RunDirLock(run_dir) if distributed.launched_rank() == 0 else contextlib.nullcontext()
+    with lock:
         return _Run(cfg, run_dir).execute()
+
+
+class _NoFile:
+    """Stands in for the metric files and the probe store on ranks other than 0."""
+
+    def write(self, row: Any) -> None: ...
+
+    def add(self, rows: Any) -> None: ...
+
+    def flush(self) -> int:
+        return 0
+
+    def close(self) -> None: ...
+
+    def truncate_after(self, step: int) -> None: ...
 
 
 class _Run:
@@ -95,13 +120,37 @@ class _Run:
         cfg = self.cfg
         if cfg.trainer.threads:
             torch.set_num_threads(int(cfg.trainer.threads))
-        self.device = pick_device(str(cfg.device))
-        torch.manual_seed(cfg.seed)
+        dcfg = cfg.get("distributed") or {}
+        self.world = distributed.init_world(
+            str(dcfg.get("backend", "auto")), bool(dcfg.get("sync_bn", False)), str(cfg.device)
+        )
+        try:
+            return self._execute()
+        finally:
+            distributed.close_world(self.world)
+
+    def _execute(self) -> dict[str, Any]:
+        cfg, world = self.cfg, self.world
+        self.device = pick_device(str(cfg.device), world.local_rank)
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         self.task = TASKS.get(str(cfg.task))(cfg, self.device)
         self.model = self.task.model
+        if world.distributed:
+            if world.sync_bn:
+                synchronize_batch_stats(self.model)
+            distributed.broadcast_state(self.model)
+            if world.rank:  # dropout differs between ranks; rank 0 draws as one process would
+                torch.manual_seed(cfg.seed * 1_000_003 + world.rank)
+        self.amp_dtype = _amp_dtype(cfg.trainer.get("amp"))
+        if cfg.trainer.get("compile"):
+            self.model.compile()  # in place: state_dict keys and the probe's hooks stay as they are
         self.probe = build_probe(cfg.get("probe"), self.model)
-        self.probe_store = ProbeStore(
-            self.dir / "probe", cfg.get("probe", {}).get("flush_every", 1000)
+        if self.probe is not None and world.sync_bn and world.distributed:
+            self.probe.reduce_grad_sums = distributed.all_reduce_mean
+        self.probe_store = (
+            ProbeStore(self.dir / "probe", cfg.get("probe", {}).get("flush_every", 1000))
+            if world.main
+            else _NoFile()
         )
         self.optimizer = build_optimizer(cfg.optim, self.model)
         self.steps_per_epoch = self.task.steps_per_epoch()
@@ -121,19 +170,21 @@ class _Run:
             raise UserError(
                 f"{self.ckpt_path} exists and resume=never; delete the run directory or drop resume=never"
             )
-        atomic_write_text(self.dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        self.metrics = MetricsFile(
-            self.dir / "metrics.csv",
-            ["step", "epoch", "lr", "loss", *self.task.train_keys, "items_per_s"],
-            offsets and offsets["metrics"],
-        )
-        self.evals = MetricsFile(
-            self.dir / "eval.csv",
-            ["step", "epoch", *self.task.eval_keys],
-            offsets and offsets["eval"],
-        )
+        self.metrics = self.evals = _NoFile()
+        if world.main:
+            atomic_write_text(self.dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+            self.metrics = MetricsFile(
+                self.dir / "metrics.csv",
+                ["step", "epoch", "lr", "loss", *self.task.train_keys, "items_per_s"],
+                offsets and offsets["metrics"],
+            )
+            self.evals = MetricsFile(
+                self.dir / "eval.csv",
+                ["step", "epoch", *self.task.eval_keys],
+                offsets and offsets["eval"],
+            )
         self.wandb = None
-        if cfg.logger.name == "wandb":
+        if cfg.logger.name == "wandb" and world.main:
             self.wandb = WandbMirror(cfg.logger, self.dir, self.config, name=self.dir.name)
         try:
             with StopRequests() as stop:
@@ -180,7 +231,9 @@ class _Run:
         self.best, self.bad_evals = p.get("best", math.inf), p.get("bad_evals", 0)
         self.early_stopped = p.get("early_stopped", False)
         self.git_segments = p.get("git_segments", []) + self.git_segments
-        set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])  # rank 0's: the other ranks reseed their dropout below
+        if self.world.rank:
+            torch.manual_seed((self.cfg.seed * 1_000_003 + self.world.rank) * 7919 + self.step)
         self.probe_store.truncate_after(self.step)
         if self.probe is not None:
             self.probe.load_state_dict(ckpt.get("probe", {}))
@@ -191,11 +244,12 @@ class _Run:
     def _loop(self, stop: StopRequests) -> str:
         cfg = self.cfg.trainer
         interrupt_at = cfg.get("simulate_interrupt_at_step")
+        self.stop_now = False
         bar = tqdm(
             total=self.total_steps,
             initial=self.step,
             unit="step",
-            disable=_progress_off(cfg.progress),
+            disable=_progress_off(cfg.progress) or not self.world.main,
             dynamic_ncols=True,
             desc=f"{self.cfg.norm.name} s{self.cfg.seed}",
         )
@@ -203,7 +257,7 @@ class _Run:
             while self.step < self.total_steps and not self.early_stopped:
                 t0, n0 = time.perf_counter(), 0
                 for batch in self.task.train_batches(self.epoch, self.batch_in_epoch):
-                    loss_value, n = self._train_step(batch)
+                    loss_value, n = self._train_step(batch, stop)
                     n0 += n
                     self.batch_in_epoch += 1
                     bar.update(1)
@@ -216,13 +270,11 @@ class _Run:
                         import signal
 
                         os.kill(os.getpid(), signal.SIGTERM)  # the real signal path, for tests
-                    if stop.requested or self.step >= self.total_steps:
+                    if self._stopping(stop) or self.step >= self.total_steps:
                         break
-                if stop.requested:
+                if self._stopping(stop):
                     self._save()
-                    bar.write(
-                        f"stopped by signal {stop.signum} at step {self.step}; checkpoint saved"
-                    )
+                    bar.write(f"stopped by a signal at step {self.step}; checkpoint saved")
                     return "interrupted"
                 if self.batch_in_epoch >= self.steps_per_epoch:
                     self.epoch, self.batch_in_epoch = self.epoch + 1, 0
@@ -243,19 +295,50 @@ class _Run:
             bar.close()
         return "complete"
 
-    def _train_step(self, batch: Any) -> tuple[float, int]:
+    def _stopping(self, stop: StopRequests) -> bool:
+        """A signal asked to stop: at once for one process; for several, the request all ranks
+        agreed on during the last step's all-reduce, so that none waits for the others forever."""
+        return self.stop_now if self.world.distributed else stop.requested
+
+    def _train_step(self, batch: Any, stop: StopRequests) -> tuple[float, int]:
         t = time.perf_counter()
         self.model.train()
+        world = self.world
+        synced = world.distributed and world.sync_bn
         if self.probe is not None:
             self.probe.begin_step(self.step + 1)
-        loss, batch_metrics, n = self.task.train_loss(batch)
+        with torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None):
+            loss, batch_metrics, n = self.task.train_loss(batch)
         loss_value = loss.item()
-        if not math.isfinite(loss_value):
+        n_local = n
+        if world.distributed:
+            # One small all-reduce: the global item count (to weight this rank's loss), and whether
+            # any rank diverged or was asked to stop, so that all ranks act on the same step.
+            n, bad, stops = distributed.sum_over_ranks(
+                [n_local, not math.isfinite(loss_value), stop.requested], self.device
+            )
+            n = int(n)
+            if bad:
+                self._diverged(loss_value if not math.isfinite(loss_value) else math.nan)
+            self.stop_now = bool(stops)  # every rank stops after the same step
+            loss = loss * (n_local * world.size / n)
+        elif not math.isfinite(loss_value):
             self._diverged(loss_value)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.probe is not None:
+        if self.probe is not None and not synced:
             self.probe.after_backward()  # before clipping and the step touch the gradients
+        if world.distributed:
+            shares = [loss_value * n_local / n] + [
+                float(v) * n_local / n for v in batch_metrics.values()
+            ]
+            summed = distributed.average_gradients(
+                self.model, world, torch.tensor(shares, dtype=torch.float64)
+            ).tolist()
+            loss_value = summed[0]
+            batch_metrics = dict(zip(batch_metrics, summed[1:], strict=True))
+            if self.probe is not None and synced:
+                self.probe.after_backward()  # global γ/β gradients: read after the averaging
         if self.cfg.trainer.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.trainer.grad_clip)
         lr = self.optimizer.param_groups[0]["lr"]
@@ -300,6 +383,8 @@ class _Run:
         )
 
     def _evaluate(self) -> None:
+        if self.world.distributed:  # rank 0's running statistics, so that every rank agrees
+            distributed.broadcast_state(self.model)
         self.last_eval = self.task.evaluate()
         patience = self.cfg.trainer.early_stop_patience
         value = self.last_eval.get(self.cfg.trainer.early_stop_metric)
@@ -316,6 +401,8 @@ class _Run:
 
     def _save(self) -> None:
         self.probe_store.flush()
+        if not self.world.main:
+            return
         offsets = {"metrics": self.metrics.flush(), "eval": self.evals.flush()}
         progress = {
             "step": self.step,
@@ -350,7 +437,7 @@ class _Run:
 
     def _save_epoch_checkpoint(self) -> None:
         keep = int(self.cfg.trainer.keep_epoch_checkpoints)
-        if keep <= 0:
+        if keep <= 0 or not self.world.main:
             return
         path = self.dir / "checkpoints" / f"epoch{self.epoch:04d}.pt"
         save_checkpoint(
@@ -366,7 +453,7 @@ class _Run:
     def _finalize(self) -> None:
         """Task-specific final evaluation (e.g. checkpoint averaging + beam search + BLEU)."""
         finalize = getattr(self.task, "finalize", None)
-        if finalize is not None:
+        if finalize is not None and self.world.main:
             self.last_eval = {**self.last_eval, **finalize(self.dir, self.epoch_checkpoints())}
 
     def _summary(self, status: str) -> dict[str, Any]:
@@ -395,11 +482,27 @@ class _Run:
             **{k: self.git_segments[0][k] for k in ("git_commit", "git_dirty")},
             "git_segments": self.git_segments,
             **environment(str(self.device)),
+            "world_size": self.world.size,
+            "bn_statistics": "global batch (synchronized)" if self.world.sync_bn else "per rank",
             "config": self.config,
         }
-        if status == "complete":  # an interrupted run's summary would be mistaken for a result
+        if (
+            status == "complete" and self.world.main
+        ):  # an interrupted run's summary would be mistaken for a result
             atomic_write_json(self.dir / "summary.json", summary)
         return summary
+
+
+def _amp_dtype(setting: Any) -> torch.dtype | None:
+    """trainer.amp: the autocast dtype of the forward pass (None: full float32)."""
+    if setting in (None, "none", False):
+        return None
+    if setting == "bf16":
+        return torch.bfloat16
+    raise UserError(
+        f"trainer.amp={setting!r} is not supported; use trainer.amp=bf16 (bfloat16 autocast, no "
+        "loss scaling needed) or trainer.amp=null"
+    )
 
 
 def _progress_off(setting: Any) -> bool | None:

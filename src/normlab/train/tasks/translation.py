@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from normlab.data import load_dataset
+from normlab.data.sharding import check_shardable, current_shard, shard
 from normlab.data.token_batches import collate_pairs, epoch_batches
 from normlab.eval.beam_search import beam_search
 from normlab.eval.bleu import detokenized_bleu, remove_bpe, tokenized_bleu
@@ -56,7 +57,12 @@ class TranslationTask:
         self.valid_pairs = (list(data.valid["src"]), list(data.valid["tgt"]))
         self.test_pairs = (list(data.test["src"]), list(data.test["tgt"]))
         self.lengths = tuple(np.array([len(s) for s in side]) for side in self.train_pairs)
-        self._steps = len(self._batches(0))
+        batches = self._batches(0)  # every epoch packs the same sorted lengths: same sizes
+        self._steps = len(batches)
+        self.rank, self.world = current_shard()
+        check_shardable(
+            (len(b) for b in batches), self.world, "sentence pairs", "raise translation.max_tokens"
+        )
 
     # ------------------------------------------------------------------ training
     def _batches(self, epoch: int) -> list[np.ndarray]:
@@ -76,7 +82,7 @@ class TranslationTask:
 
     def train_batches(self, epoch: int, start_batch: int) -> Iterator[Any]:
         for idx in self._batches(epoch)[start_batch:]:
-            yield self._collate(self.train_pairs, idx)
+            yield self._collate(self.train_pairs, shard(idx, self.rank, self.world))
 
     def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(batch["src_tokens"], batch["prev_output_tokens"])
