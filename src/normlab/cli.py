@@ -1,12 +1,17 @@
 """`normlab-train` / `python -m normlab.train`: the Hydra entry point.
 
-Before Hydra composes anything, every `group=value` on the command line is checked against the
-files in configs/, so a typo such as `norm=bnn` fails in one line that lists the valid names.
+Before Hydra composes anything, the command line is checked, so a mistake fails in one sentence
+before any job is launched: a `group=value` naming no file in configs/ (`norm=bnn`), a key that no
+config has (`trainer.epochz=1,2`), and a launcher that cannot start (`launcher=slurm` without the
+submitit plugin, or without a partition).
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import importlib.util
+import itertools
 import re
 import sys
 from pathlib import Path
@@ -86,6 +91,154 @@ def check_group_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> Non
                 )
 
 
+def _is_multirun(argv: list[str]) -> bool:
+    return any(a in ("-m", "--multirun") for a in argv)
+
+
+def _parse_overrides(argv: list[str]) -> list | None:
+    """Hydra's own parse of the `key=value` arguments; None if Hydra would reject them anyway."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = [a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))]
+    try:
+        return OverridesParser.create().parse_overrides(args)
+    except Exception:  # noqa: BLE001 - a syntax error: Hydra reports it with its own message
+        return None
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+SUBMITIT_MODULES = ("submitit", "hydra_plugins.hydra_submitit_launcher")
+
+
+def check_launcher(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
+    """A submitit launcher (launcher=slurm, submitit_local) needs its plugin, and in a --multirun
+    every `???` of its file (SLURM's partition) set on the command line."""
+    given = {
+        o.key_or_group
+        for o in _parse_overrides(argv) or []
+        if not o.is_delete() and o.key_or_group.startswith("hydra.launcher.")
+    }
+    for arg in argv:
+        key, _, value = arg.lstrip("+").partition("=")
+        if key != "launcher" or "(" in value:
+            continue
+        for name in [v.strip() for v in value.split(",") if v.strip()]:
+            path = config_dir / "launcher" / f"{name}.yaml"
+            if not path.exists():
+                continue  # check_group_overrides names the valid launchers
+            file = OmegaConf.load(path)
+            uses_submitit = "submitit" in str(file.get("defaults", []))
+            if uses_submitit and not all(_importable(m) for m in SUBMITIT_MODULES):
+                raise UserError(
+                    f"launcher={name} needs the submitit launcher plugin, which is not installed; "
+                    "install it with `pip install hydra-submitit-launcher` (it brings submitit)"
+                )
+            launcher = OmegaConf.select(file, "hydra.launcher")
+            if not _is_multirun(argv) or launcher is None:
+                continue
+            for field in launcher:
+                setting = f"hydra.launcher.{field}"
+                if OmegaConf.is_missing(launcher, field) and setting not in given:
+                    raise UserError(
+                        f"launcher={name} needs a {field}; add {setting}=<your {field}> to the "
+                        f"command line (or set it in configs/launcher/{name}.yaml)"
+                    )
+
+
+def _config_paths(cfg: DictConfig) -> set[str]:
+    """Every dotted key of a composed config, intermediate nodes included."""
+    paths: set[str] = set()
+
+    def walk(node: object, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                paths.add(prefix + str(k))
+                walk(v, f"{prefix}{k}.")
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return paths
+
+
+def nearest_keys(key: str, paths: set[str], n: int = 3) -> list[str]:
+    """Valid keys most like `key`: a similar name beside it (`trainer.epochz` finds
+    `trainer.epochs`), else the same name elsewhere (`epochs` finds `trainer.epochs`), else the
+    keys beside it (at most 8)."""
+
+    def last(path: str) -> str:
+        return path.rpartition(".")[2]
+
+    parent = key.rpartition(".")[0]
+    while parent and parent not in paths:
+        parent = parent.rpartition(".")[0]
+    prefix = f"{parent}." if parent else ""
+    siblings = sorted(p for p in paths if p.startswith(prefix) and "." not in p[len(prefix) :])
+    near = [prefix + m for m in difflib.get_close_matches(last(key), map(last, siblings), n, 0.6)]
+    if not near:
+        names = difflib.get_close_matches(last(key), sorted({last(p) for p in paths}), 1, 0.8)
+        near = sorted(p for p in paths if names and last(p) == names[0])[:n]
+    return near or siblings[:8]
+
+
+def check_override_keys(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
+    """Fail early, in one sentence, on `key=value` (a sweep too) naming a key no config has.
+
+    The config is composed once per chosen value of each config group (the other groups at their
+    first value), so a key that only some norm or experiment has passes; Hydra itself reports a
+    job whose combination lacks it.
+    """
+    overrides = _parse_overrides(argv)
+    if overrides is None or any(a.startswith(("-cn", "--config", "-cp", "-cd")) for a in argv):
+        return
+    groups: dict[str, list[str]] = {}
+    keys: list[str] = []
+    for o in overrides:
+        key = o.key_or_group
+        if o.is_add() or o.is_force_add() or o.is_delete() or o.package or "/" in key:
+            continue  # `+key` adds a key, `~key` deletes one, `hydra/x=` picks a Hydra plugin
+        if key == "hydra" or key.startswith("hydra."):
+            continue  # Hydra's own settings: Hydra checks them
+        if (config_dir / key).is_dir():
+            try:
+                values = (
+                    list(o.sweep_string_iterator())
+                    if o.is_sweep_override()
+                    else [o.get_value_element_as_str()]
+                )
+            except Exception:  # noqa: BLE001 - glob() etc.: cannot tell which configs apply
+                return
+            groups[key] = values
+        else:
+            keys.append(key)
+    if not keys:
+        return
+    from hydra import compose, initialize_config_dir
+
+    base = {g: v[0] for g, v in groups.items()}
+    choices = [base] + [base | {g: v} for g, vs in groups.items() for v in vs[1:]]
+    paths: set[str] = set()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            for choice in itertools.islice(choices, 32):
+                overrides = [f"{g}={v}" for g, v in choice.items()]
+                paths |= _config_paths(compose(config_name="train", overrides=overrides))
+    except Exception:  # noqa: BLE001 - Hydra reports whatever keeps it from composing
+        return
+    for key in keys:
+        if key in paths:
+            continue
+        if key.startswith("launcher."):
+            hint = f"a launcher's settings are Hydra's: write hydra.{key}=..."
+        else:
+            hint = f"nearest valid keys: {', '.join(nearest_keys(key, paths))}"
+        raise UserError(f"no config key {key!r} to set; {hint} (or +{key}=... to add a new key)")
+
+
 def _fail(err: UserError) -> None:
     print(f"normlab: error: {err}", file=sys.stderr)
     sys.exit(2)
@@ -124,8 +277,11 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    argv = sys.argv[1:]
     try:
-        check_group_overrides(sys.argv[1:])
+        check_group_overrides(argv)
+        check_launcher(argv)
+        check_override_keys(argv)
     except UserError as err:
         _fail(err)
     _hydra_main()

@@ -25,6 +25,7 @@ from normlab.io_utils import atomic_write_json, atomic_write_text
 from normlab.models import count_parameters
 from normlab.norms.global_stats import synchronize_batch_stats
 from normlab.probe import build_probe
+from normlab.probe.batch_stats import BN_COLUMNS, DRIFT_COLUMNS, PN_COLUMNS
 from normlab.probe.store import ProbeStore
 from normlab.tracking.metrics_file import MetricsFile
 from normlab.tracking.provenance import environment, git_info
@@ -42,6 +43,7 @@ from normlab.train.optim import build_optimizer, build_scheduler
 from normlab.train.run_dir import RunDirLock
 from normlab.train.tasks import TASKS
 
+PROBE_SERIES = (*BN_COLUMNS, *PN_COLUMNS, *DRIFT_COLUMNS)  # mirrored to wandb per layer
 TIMING_KEYS = ("wall_s", "train_s", "items_per_s", "finished_at", "resumed", "git_segments")
 
 
@@ -360,10 +362,14 @@ class _Run:
     def _record_probe(self) -> None:
         rows = self.probe.end_step(self.step, self.epoch, self.step / self.total_steps)
         self.probe_store.add(rows)
-        if self.wandb and rows:
-            keys = ("mean_dist", "var_dist", "tid_mean", "tid_var", "grad_mean", "grad_var")
+        if self.wandb and rows:  # every statistic column of every kind (bn, pn, ln drift)
             self.wandb.log(
-                {f"probe/{r['layer']}/{k}": float(r[k]) for r in rows for k in keys if k in r},
+                {
+                    f"probe/{r['layer']}/{k}": float(r[k])
+                    for r in rows
+                    for k in PROBE_SERIES
+                    if k in r and r[k] == r[k]  # NaN: not defined for this layer/step
+                },
                 self.step,
             )
 
