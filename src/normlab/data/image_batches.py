@@ -1,7 +1,10 @@
 """Training and evaluation batches from uint8 image tensors, augmented in batches.
 
 The order and augmentation of epoch e are drawn from a generator seeded by (seed, e), so batch k of
-epoch e is the same whether the run got there directly or was resumed at k.
+epoch e is the same whether the run got there directly or was resumed at k. The draws are made on
+the CPU whatever the device (a CUDA generator would draw other numbers), so a GPU run sees the same
+order and augmentation as a CPU run; they are copied to the data's device once per epoch, and every
+batch is then gathered, augmented and normalized where the data lives, without a copy per batch.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from collections.abc import Iterator
 import torch
 
 from normlab.data.augment import crop_flip, draw_augmentation
+from normlab.data.sharding import check_shardable
+from normlab.data.sharding import shard as shard_items
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -32,6 +37,7 @@ class ImageBatches:
         pad: int = 4,
         device: torch.device | str = "cpu",
         channels_last: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         self.device = torch.device(device)
         # The uint8 images live on the training device (a GPU holds CIFAR-10 in 150 MB).
@@ -44,6 +50,13 @@ class ImageBatches:
         self.augment = augment
         self.pad = pad
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        # (rank, world): under torchrun this rank keeps its strided share of every global batch
+        self.rank, self.world = shard
+        n, b = len(self.labels), batch_size
+        check_shardable(
+            [b] * (n // b) + [n % b] * bool(n % b), self.world, "images",
+            "raise trainer.batch_size",
+        )  # fmt: skip
 
     def __len__(self) -> int:
         return -(-len(self.labels) // self.batch_size)
@@ -56,21 +69,28 @@ class ImageBatches:
         x = images.float().sub_(self.mean).mul_(self.inv_std)
         return x.contiguous(memory_format=self.memory_format)
 
+    def epoch_draws(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The order, crop offsets and flips of epoch `epoch`, drawn on the CPU from the (seed,
+        epoch) generator and placed on the data's device (one copy per epoch, not per batch)."""
+        g = epoch_generator(self.seed, epoch)
+        order = torch.randperm(len(self.labels), generator=g)
+        offsets, flips = draw_augmentation(len(self.labels), self.pad, g)
+        if self.device.type == "cpu":
+            return order, offsets, flips
+        return tuple(t.to(self.device, non_blocking=True) for t in (order, offsets, flips))
+
     def epoch(
         self, epoch: int, start_batch: int = 0
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches `start_batch`, `start_batch + 1`, ... of epoch `epoch`."""
-        n = len(self.labels)
-        g = epoch_generator(self.seed, epoch)
-        order = torch.randperm(n, generator=g)
-        offsets, flips = draw_augmentation(n, self.pad, g)
+        order, offsets, flips = self.epoch_draws(epoch)
         for k in range(start_batch, len(self)):
-            idx = order[k * self.batch_size : (k + 1) * self.batch_size]
-            idx_dev = idx.to(self.device, non_blocking=True)
-            x = self.images[idx_dev]
+            idx = order[k * self.batch_size : (k + 1) * self.batch_size]  # on the data's device
+            idx = shard_items(idx, self.rank, self.world)
+            x = self.images[idx]
             if self.augment:
                 x = crop_flip(x, offsets[idx], flips[idx], self.pad)
-            yield self.normalize(x), self.labels[idx_dev]
+            yield self.normalize(x), self.labels[idx]
 
     def in_order(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Every image once, in stored order, without augmentation (for evaluation)."""

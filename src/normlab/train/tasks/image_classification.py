@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from normlab.data import load_dataset
 from normlab.data.image_batches import ImageBatches
+from normlab.data.sharding import current_shard
 from normlab.eval.classification import evaluate_classifier
 from normlab.models import build_model
 from normlab.norms import norm_factory
@@ -34,7 +35,12 @@ class ImageClassificationTask:
             self.model = self.model.to(memory_format=torch.channels_last)
         common = dict(mean=data.mean, std=data.std, device=device, channels_last=channels_last)
         self.train_data = ImageBatches(
-            data.train_x, data.train_y, batch_size=cfg.trainer.batch_size, seed=cfg.seed, **common
+            data.train_x,
+            data.train_y,
+            batch_size=cfg.trainer.batch_size,
+            seed=cfg.seed,
+            shard=current_shard(),  # every rank evaluates the whole test set
+            **common,
         )
         self.test_data = ImageBatches(
             data.test_x,
