@@ -16,7 +16,7 @@ IWSLT14 ?= data.prepared_dir=$(IWSLT14_DIR)
 export MALLOC_MMAP_THRESHOLD_ := 1000000000000
 export MALLOC_TRIM_THRESHOLD_ := 100000000000
 
-.PHONY: help install test test-slow lint format cifar10 iwslt14 data-iwslt14 fig-runs fig2 fig3 fig4 table1 wandb-sync bench bench-probe clean-runs
+.PHONY: help install test test-slow lint format cifar10 iwslt14 data-iwslt14 fig-runs fig2 fig3 fig4 table1 wandb-sync bench bench-probe bench-gpu clean-runs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
@@ -86,6 +86,10 @@ bench: install ## side-by-side throughput vs reference loops (ResNet-20, Transfo
 
 bench-probe: install ## probe overhead on a ResNet-20 step, side by side (off / first layer / all)
 	$(PY) scripts/bench_probe.py --json results/bench/probe.json
+
+bench-gpu: install ## on a GPU (~10 min): bench --device cuda + paper ResNet-20 BN run + its Fig. 2 (DRY=1: CPU check)
+	DRY=$(DRY) SHARED=$(SHARED) CIFAR10="$(CIFAR10)" VENV=$(VENV) BENCH_GPU_ARGS="$(BENCH_GPU_ARGS)" \
+		$(if $(ARGS),TRAIN_ARGS="$(ARGS)",) bash scripts/bench_gpu.sh
 
 clean-runs: ## delete runs/ (all local results that are not committed)
 	rm -rf runs

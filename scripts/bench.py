@@ -13,8 +13,19 @@ them alike, and the medians and their ratios are reported:
   tf_ln/bn/pn       normlab's Transformer (cpu or paper size) with LN, masked BN, PowerNorm
   tf_reference      torch.nn.Transformer with the same sizes, batch, embeddings and optimizer
 
+--amp bf16 (autocast of the forward pass) and --compile (torch.compile) apply to every case alike,
+normlab's and the references, so the ratios stay like for like. On a GPU the timings synchronize
+the device, the data of resnet_pipeline stays on it (augmentation included), and the peak GPU
+memory (torch.cuda.max_memory_allocated) is reported next to the peak RSS.
+
+--scaling runs another set instead (not part of `make bench`): the ResNet-20 model step at batch
+32/64/128/256 and normlab's LN Transformer at d_model 128/256/512 (ffn 4*d_model, the same token
+batch), as a table, with a straight-line fit step = a + b*batch, and under "scaling" in the JSON.
+
     python scripts/bench.py [--rounds 3] [--steps 20] [--size cpu|paper] [--device cpu|cuda]
-    python scripts/bench.py --dry-run        # every code path, a couple of steps, no files written
+                            [--amp none|bf16] [--compile] [--json PATH]
+    python scripts/bench.py --scaling [--device cpu|cuda]      # results/bench/scaling_<device>.*
+    python scripts/bench.py --dry-run [--scaling]   # every code path, a couple of steps, no files
 """
 
 from __future__ import annotations
@@ -34,6 +45,8 @@ SIZES = {  # d_model, ffn, heads, layers (enc = dec); batch ~ tokens per side
     "cpu": (256, 1024, 4, 3),
     "paper": (512, 1024, 4, 6),
 }
+SCALING_BATCHES = (32, 64, 128, 256)  # ResNet-20 model step
+SCALING_D_MODELS = (128, 256, 512)  # LN Transformer, ffn = 4 * d_model, same token batch
 CASES = [
     "resnet_pipeline",
     "resnet_reference",
@@ -57,6 +70,37 @@ def _timed(step, steps: int, warmup: int, sync) -> float:
         step()
     sync()
     return (time.perf_counter() - t) / steps
+
+
+def _autocast(device, amp: str):
+    """The autocast context of `--amp` (a no-op context for none)."""
+    import contextlib
+
+    import torch
+
+    if amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype={"bf16": torch.bfloat16}[amp])
+
+
+def _with_amp(model, device, amp: str):
+    """`model` with its forward pass under autocast and float32 outputs; the loss, the backward
+    and the optimizer step stay outside autocast (as the training loop does it)."""
+    if amp == "none":
+        return model
+    import torch
+
+    class Autocast(torch.nn.Module):
+        def __init__(self, inner) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args):
+            with _autocast(device, amp):
+                out = self.inner(*args)
+            return out.float()
+
+    return Autocast(model)
 
 
 def _resnet(device, channels_last=True):
@@ -85,10 +129,25 @@ def run_case(case: str, args) -> dict:
         sgd_step(model, opt, x, y, probe, steps_done[0])
 
     device = torch.device(args.device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    cuda = device.type == "cuda"
+    if cuda and device.index is not None:
+        torch.cuda.set_device(device)  # synchronize() and the memory counters follow it
+    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
+
+    def prepare(model):  # the same for normlab's cases and the references
+        model = _with_amp(model, device, args.amp)
+        return torch.compile(model) if args.compile else model
+
     batch = args.batch
     if case.startswith(("resnet", "probe")):
         model, opt = _resnet(device, channels_last=case != "resnet_reference")
+        params = sum(p.numel() for p in model.parameters())
+        probe = None
+        if case.startswith("probe"):  # on the plain model's layers, before any wrapping
+            from normlab.probe.batch_stats import BatchStatsProbe
+
+            probe = BatchStatsProbe(model, layers="first" if case == "probe_first" else "all")
+        model = prepare(model)
         if case == "resnet_reference":
             import torchvision.transforms as T
             from torchvision.datasets import ImageFolder
@@ -103,7 +162,12 @@ def run_case(case: str, args) -> dict:
             )
             ds = ImageFolder(str(Path(args.cifar) / "train"), transform=tf)
             loader = torch.utils.data.DataLoader(
-                ds, batch_size=batch, shuffle=True, num_workers=args.workers, drop_last=True
+                ds,
+                batch_size=batch,
+                shuffle=True,
+                num_workers=args.workers,
+                drop_last=True,
+                pin_memory=cuda,
             )
             it = iter(loader)
 
@@ -143,15 +207,10 @@ def run_case(case: str, args) -> dict:
                     x, y = next(state["it"])
                 _sgd_step(model, opt, x, y)
         else:
-            from normlab.probe.batch_stats import BatchStatsProbe
-
             x = torch.randn(batch, 3, 32, 32, device=device).contiguous(
                 memory_format=torch.channels_last
             )
             y = torch.randint(0, 10, (batch,), device=device)
-            probe = None
-            if case.startswith("probe"):
-                probe = BatchStatsProbe(model, layers="first" if case == "probe_first" else "all")
 
             def step():
                 _sgd_step(model, opt, x, y, probe)
@@ -160,6 +219,8 @@ def run_case(case: str, args) -> dict:
         items = batch
     else:
         d, ffn, heads, layers = SIZES[args.size]
+        if args.d_model:  # --scaling: the size's depth and heads, this width, ffn = 4 * width
+            d, ffn = args.d_model, 4 * args.d_model
         g = torch.Generator().manual_seed(0)
         vocab, pad, eos = 10_000, 1, 2
         # A fixed batch shaped like IWSLT14 at 4,096 tokens: 128 sentence pairs of 10-32 tokens.
@@ -194,7 +255,9 @@ def run_case(case: str, args) -> dict:
                 pad_idx=pad,
                 norm_for=lambda c: norm_factory(c, "sequence"),
             ).to(device)
+        params = sum(p.numel() for p in model.parameters())
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), weight_decay=1e-4)
+        model = prepare(model)
 
         def step():
             logits = model(src, prev)
@@ -212,12 +275,19 @@ def run_case(case: str, args) -> dict:
         items = ntok
     import resource
 
-    return {
+    out = {
         "case": case,
+        "items_per_step": items,
+        "params": params,
         "step_s": sec,
         "items_per_s": items / sec,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+    if args.d_model:
+        out["d_model"] = args.d_model
+    if cuda:
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
 
 
 def _reference_transformer(vocab: int, pad: int, d: int, ffn: int, heads: int, layers: int):
@@ -271,23 +341,35 @@ def machine() -> dict:
     } | git_info()
     if torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name()
+        out["cuda"] = torch.version.cuda
     return out
 
 
-def markdown(results: dict, info: dict) -> str:
-    med = results["median_items_per_s"]
-    rss = results["median_peak_rss_mb"]
-    lines = [
+def _header(info: dict, args) -> str:
+    return (
         f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}"
         + (f", {info['gpu']}" if "gpu" in info else "")
-        + f"; commit {str(info.get('git_commit'))[:10]}",
+        + f"; device {args.device}, amp {args.amp}, compile {args.compile}"
+        + f"; commit {str(info.get('git_commit'))[:10]}"
+    )
+
+
+def markdown(results: dict, info: dict, args) -> str:
+    med = results["median_items_per_s"]
+    rss = results["median_peak_rss_mb"]
+    gpu = results.get("median_peak_gpu_mb", {})
+    lines = [
+        _header(info, args),
         "",
-        "| case | items/s | peak RSS (MB) |",
-        "|---|---|---|",
+        "| case | items/s | peak RSS (MB) |" + (" peak GPU (MB) |" if gpu else ""),
+        "|---|---|---|" + ("---|" if gpu else ""),
     ]
     for case, v in med.items():
         unit = "img/s" if case.startswith(("resnet", "probe")) else "tok/s"
-        lines.append(f"| {case} | {v:,.0f} {unit} | {rss[case]:,.0f} |")
+        lines.append(
+            f"| {case} | {v:,.0f} {unit} | {rss[case]:,.0f} |"
+            + (f" {gpu[case]:,.0f} |" if gpu else "")
+        )
     lines += ["", "| ratio | value | target |", "|---|---|---|"]
     for name, (value, target) in results["ratios"].items():
         lines.append(f"| {name} | {value:.3f} | {target} |")
@@ -303,9 +385,12 @@ def ratios(med: dict) -> dict:
 
     add("resnet pipeline / reference loop", "resnet_pipeline", "resnet_reference", ">= 1.3")
     add("resnet pipeline / model-only step", "resnet_pipeline", "resnet_model", ">= 0.9")
-    if "probe_first" in med:
-        r["probe overhead, first layer"] = (med["resnet_model"] / med["probe_first"] - 1, "<= 0.03")
-        r["probe overhead, all layers"] = (med["resnet_model"] / med["probe_all"] - 1, "<= 0.10")
+    for probe, name, target in (
+        ("probe_first", "first layer", "<= 0.03"),
+        ("probe_all", "all layers", "<= 0.10"),
+    ):
+        if probe in med and "resnet_model" in med:
+            r[f"probe overhead, {name}"] = (med["resnet_model"] / med[probe] - 1, target)
     if "tf_ln" in med:
         for n in ("tf_bn", "tf_pn"):
             if n in med:
@@ -314,26 +399,200 @@ def ratios(med: dict) -> dict:
     return r
 
 
+# ------------------------------------------------------------------------------ scaling
+def _fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares a, b of y = a + b*x."""
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else 0.0
+    return my - b * mx, b
+
+
+def scaling_results(runs: dict[tuple[str, int], list[dict]]) -> dict:
+    """Median step time per point, and the fits the cpu scale's budget can be read from."""
+    import math
+
+    def point(key, name):
+        v = runs[key]
+        step = statistics.median(x["step_s"] for x in v)
+        out = {
+            name: key[1],
+            "params": v[0]["params"],
+            "items_per_step": v[0]["items_per_step"],
+            "step_s": step,
+            "items_per_s": v[0]["items_per_step"] / step,
+            "peak_rss_mb": statistics.median(x["peak_rss_mb"] for x in v),
+        }
+        if "peak_gpu_mb" in v[0]:
+            out["peak_gpu_mb"] = statistics.median(x["peak_gpu_mb"] for x in v)
+        return out
+
+    resnet = [point(k, "batch") for k in runs if k[0] == "resnet_model"]
+    tf = [point(k, "d_model") for k in runs if k[0] == "tf_ln"]
+    fit: dict = {}
+    if len(resnet) > 1:
+        a, b = _fit_line([p["batch"] for p in resnet], [p["step_s"] for p in resnet])
+        fit["resnet20_step_s"] = {"a_s": a, "b_s_per_image": b, "form": "step_s = a + b * batch"}
+    if len(tf) > 1:
+        # step time ~ c * params^k: k from the log-log slope over the widths measured
+        _, k = _fit_line([math.log(p["params"]) for p in tf], [math.log(p["step_s"]) for p in tf])
+        fit["transformer_step_s"] = {"k": k, "form": "step_s ~ params^k (same token batch)"}
+    return {"resnet20_batch": resnet, "transformer_d_model": tf, "fit": fit}
+
+
+def scaling_markdown(sc: dict, info: dict, args) -> str:
+    lines = [
+        _header(info, args),
+        "",
+        "| ResNet-20 batch | step (ms) | img/s | ms per image |",
+        "|---|---|---|---|",
+    ]
+    for p in sc["resnet20_batch"]:
+        lines.append(
+            f"| {p['batch']} | {1e3 * p['step_s']:,.1f} | {p['items_per_s']:,.0f} | "
+            f"{1e3 * p['step_s'] / p['batch']:.3f} |"
+        )
+    tokens = sc["transformer_d_model"][0]["items_per_step"] if sc["transformer_d_model"] else 0
+    lines += [
+        "",
+        f"| Transformer (LN) d_model, {tokens:,} target tokens | params (M) | step (ms) | tok/s |",
+        "|---|---|---|---|",
+    ]
+    for p in sc["transformer_d_model"]:
+        lines.append(
+            f"| {p['d_model']} | {p['params'] / 1e6:.2f} | {1e3 * p['step_s']:,.1f} | "
+            f"{p['items_per_s']:,.0f} |"
+        )
+    fit = sc["fit"]
+    lines.append("")
+    if "resnet20_step_s" in fit:
+        f = fit["resnet20_step_s"]
+        lines.append(
+            f"ResNet-20 fit: step = {1e3 * f['a_s']:.1f} ms + {1e3 * f['b_s_per_image']:.3f} ms"
+            " x batch"
+        )
+    if "transformer_step_s" in fit:
+        lines.append(f"Transformer fit: step ~ params^{fit['transformer_step_s']['k']:.2f}")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------ main
+def _run_subprocess(case: str, args, **extra) -> dict | None:
+    """One case in a fresh process; its JSON line, or None (and the error printed) if it failed."""
+    opts = {
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "batch": args.batch,
+        "sentences": args.sentences,
+        "size": args.size,
+        "device": args.device,
+        "workers": args.workers,
+        "cifar": args.cifar,
+        "amp": args.amp,
+    } | extra
+    cmd = [sys.executable, __file__, "--case", case]
+    cmd += [f"--{k.replace('_', '-')}={v}" for k, v in opts.items()]
+    if args.compile:
+        cmd.append("--compile")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        print(f"bench: case {case} {extra or ''} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _memory(res: dict) -> str:
+    out = f"peak RSS {res['peak_rss_mb']:,.0f} MB"
+    if "peak_gpu_mb" in res:
+        out += f", peak GPU {res['peak_gpu_mb']:,.0f} MB"
+    return out
+
+
+def _settings(args) -> dict:
+    keys = (
+        "rounds",
+        "steps",
+        "warmup",
+        "batch",
+        "sentences",
+        "size",
+        "device",
+        "workers",
+        "amp",
+        "compile",
+    )
+    return {k: getattr(args, k) for k in keys}
+
+
+def _write(args, default_name: str, results: dict, md: str) -> None:
+    from normlab.io_utils import atomic_write_json, atomic_write_text
+
+    path = Path(args.json) if args.json else Path(args.out) / f"{default_name}.json"
+    atomic_write_json(path, results)
+    atomic_write_text(path.with_suffix(".md"), md)
+    print(f"wrote {path} and {path.with_suffix('.md')}")
+
+
+def main_scaling(args) -> int:
+    points = [("resnet_model", b) for b in SCALING_BATCHES]
+    points += [("tf_ln", d) for d in SCALING_D_MODELS]
+    runs: dict[tuple[str, int], list[dict]] = {p: [] for p in points}
+    for r in range(args.rounds):
+        for case, value in points:
+            extra = {"batch": value} if case == "resnet_model" else {"d_model": value}
+            res = _run_subprocess(case, args, **extra)
+            if res is None:
+                return 1
+            runs[(case, value)].append(res)
+            name = f"{case} {'batch' if case == 'resnet_model' else 'd_model'} {value}"
+            print(
+                f"round {r + 1}/{args.rounds} {name:22s} {1e3 * res['step_s']:9.1f} ms/step "
+                f"{res['items_per_s']:10,.0f} items/s  {_memory(res)}",
+                flush=True,
+            )
+    sc = scaling_results(runs)
+    info = machine()
+    md = scaling_markdown(sc, info, args)
+    print("\n" + md)
+    if not args.dry_run:
+        raw = {f"{c}:{v}": x for (c, v), x in runs.items()}
+        results = {"scaling": sc, "settings": _settings(args), "runs": raw, "machine": info}
+        _write(args, f"scaling_{args.device.split(':')[0]}", results, md)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--case", help=argparse.SUPPRESS)  # run one case in this process
+    ap.add_argument("--d-model", type=int, default=None, help=argparse.SUPPRESS)  # --scaling
     ap.add_argument("--cases", nargs="+", default=CASES, choices=CASES)
+    ap.add_argument("--scaling", action="store_true", help="step time vs batch and model size")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=None, help="timed steps (20 on cpu, 100 on cuda)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed steps (3 on cpu, 10 on cuda)")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument(
         "--sentences", type=int, default=128, help="sentence pairs per Transformer batch"
     )
     ap.add_argument("--size", choices=sorted(SIZES), default="cpu")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     ap.add_argument(
-        "--workers", type=int, default=0, help="DataLoader workers of the reference loop"
+        "--amp", choices=("none", "bf16"), default="none", help="autocast the forward pass"
+    )
+    ap.add_argument("--compile", action="store_true", help="torch.compile every model")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="DataLoader workers of the reference loop (0 on cpu, up to 8 on cuda)",
     )
     ap.add_argument("--cifar", default=str(REPO.parent / "shared" / "data" / "cifar10-jpeg"))
     ap.add_argument("--out", default=str(REPO / "results" / "bench"))
+    ap.add_argument(
+        "--json", default=None, help="write the results here (and the table next to it as .md)"
+    )
     ap.add_argument(
         "--dry-run", action="store_true", help="2 steps per case, 1 round, nothing written"
     )
@@ -341,8 +600,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.case:
         print(json.dumps(run_case(args.case, args)))
         return 0
+    import torch
+
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        print(
+            f"bench: --device {args.device!r} is not a device (cpu, cuda, cuda:N)", file=sys.stderr
+        )
+        return 2
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(
+            f"bench: --device {args.device} needs a CUDA GPU, but torch sees none on this machine;"
+            " use --device cpu (add --dry-run to check the code path).",
+            file=sys.stderr,
+        )
+        return 2
+    cuda = device.type == "cuda"
+    args.steps = args.steps if args.steps is not None else (100 if cuda else 20)
+    args.warmup = args.warmup if args.warmup is not None else (10 if cuda else 3)
+    if args.workers is None:
+        args.workers = min(8, os.cpu_count() or 1) if cuda else 0
     if args.dry_run:
         args.rounds, args.steps, args.warmup, args.size, args.sentences = 1, 2, 1, "smoke", 8
+    if args.scaling:
+        return main_scaling(args)
     cases = [
         c
         for c in args.cases
@@ -356,28 +638,13 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict]] = {c: [] for c in cases}
     for r in range(args.rounds):
         for case in cases:
-            cmd = [sys.executable, __file__, "--case", case] + [
-                f"--{k}={v}"
-                for k, v in (
-                    ("steps", args.steps),
-                    ("warmup", args.warmup),
-                    ("batch", args.batch),
-                    ("sentences", args.sentences),
-                    ("size", args.size),
-                    ("device", args.device),
-                    ("workers", args.workers),
-                    ("cifar", args.cifar),
-                )
-            ]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode:
-                print(f"bench: case {case} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+            res = _run_subprocess(case, args)
+            if res is None:
                 return 1
-            res = json.loads(proc.stdout.strip().splitlines()[-1])
             runs[case].append(res)
             print(
                 f"round {r + 1}/{args.rounds} {case:17s} {res['items_per_s']:10,.0f} items/s  "
-                f"peak RSS {res['peak_rss_mb']:,.0f} MB",
+                f"{_memory(res)}",
                 flush=True,
             )
     med = {c: statistics.median(x["items_per_s"] for x in v) for c, v in runs.items()}
@@ -387,31 +654,18 @@ def main(argv: list[str] | None = None) -> int:
             c: statistics.median(x["peak_rss_mb"] for x in v) for c, v in runs.items()
         },
         "ratios": ratios(med),
-        "settings": {
-            k: getattr(args, k)
-            for k in (
-                "rounds",
-                "steps",
-                "warmup",
-                "batch",
-                "sentences",
-                "size",
-                "device",
-                "workers",
-            )
-        },
+        "settings": _settings(args),
         "runs": runs,
     }
+    if cuda:
+        results["median_peak_gpu_mb"] = {
+            c: statistics.median(x["peak_gpu_mb"] for x in v) for c, v in runs.items()
+        }
     info = machine()
-    md = markdown(results, info)
+    md = markdown(results, info, args)
     print("\n" + md)
     if not args.dry_run:
-        from normlab.io_utils import atomic_write_json, atomic_write_text
-
-        atomic_write_json(
-            Path(args.out) / f"bench_{args.device.split(':')[0]}.json", results | {"machine": info}
-        )
-        atomic_write_text(Path(args.out) / f"bench_{args.device.split(':')[0]}.md", md)
+        _write(args, f"bench_{args.device.split(':')[0]}", results | {"machine": info}, md)
     return 0
 
 

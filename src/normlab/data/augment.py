@@ -22,11 +22,14 @@ def crop_flip(
     images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: int
 ) -> torch.Tensor:
     """Random-crop (zero padding `pad`) and flip a batch (N, C, H, W), as torchvision's
-    RandomCrop(H, padding=pad) + RandomHorizontalFlip would per image."""
+    RandomCrop(H, padding=pad) + RandomHorizontalFlip would per image.
+
+    Runs where `images` lives; `offsets` and `flips` best live there too (ImageBatches puts them
+    there once per epoch), else they are copied over first."""
     n, c, h, w = images.shape
     padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
-    offsets = offsets.to(images.device)
-    flips = flips.to(images.device)
+    offsets = offsets.to(images.device, non_blocking=True)
+    flips = flips.to(images.device, non_blocking=True)
     rows = offsets[:, 0, None] + torch.arange(h, device=images.device)  # (N, H)
     cols = torch.arange(w, device=images.device).expand(n, w)
     # A flipped image reads its columns right to left.
