@@ -59,25 +59,29 @@ def test_threads_per_job_never_below_one():
 
 
 def test_sweep_reports_a_failing_job_by_name_and_skips_complete_ones(image_folder, tmp_path):
+    """4 jobs, 2 at a time (joblib): one diverges and is named, the rerun skips the 3 complete."""
     runs = tmp_path / "runs"
     args = [
         sys.executable,
         "-m",
         "normlab.train",
         "-m",
+        "launcher=joblib",
+        "hydra.launcher.n_jobs=2",
         "scale=smoke",
         "data.source=imagefolder",
         f"data.root={image_folder}",
         "trainer.progress=false",
-        "trainer.threads=1",
         "trainer.max_steps=6",
-        "optim.lr=0.1,1e30",
+        "optim.lr=0.1,0.05,0.02,1e30",
     ]
     env = {**os.environ, "NORMLAB_RUNS": str(runs)}
     first = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env)
     assert first.returncode == 0, first.stderr[-2000:]
-    assert "1 of 2 jobs complete" in first.stdout
+    assert "3 of 4 jobs complete" in first.stdout, first.stdout
     assert "optim.lr=1e+30,trainer.max_steps=6: diverged at step 2" in first.stdout
     assert "failed: the training loss became" in first.stderr  # named, with the reason
     again = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env)
-    assert "optim.lr=0.1,trainer.max_steps=6: skipped (already complete)" in again.stdout
+    for lr in ("0.1", "0.05", "0.02"):
+        assert f"optim.lr={lr},trainer.max_steps=6: skipped (already complete)" in again.stdout
+    assert "optim.lr=1e+30,trainer.max_steps=6: diverged" in again.stdout
