@@ -150,6 +150,12 @@ def test_image_two_processes_synced_equal_one_and_resume(smoke_overrides, tmp_pa
     counts_one = read_probe(one).to_pandas().groupby("layer")["count"].first()
     counts_rank0 = read_probe(per_rank).to_pandas().groupby("layer")["count"].first()
     assert (counts_rank0 * 2 == counts_one).all()  # rank 0's own 16 of the 32 images
+    rank1 = read_probe(per_rank, rank=1).to_pandas()
+    assert (rank1.groupby("layer")["count"].first() * 2 == counts_one).all()
+    first = read_probe(per_rank).to_pandas().query("step == 1 and layer == 'stem_norm'")
+    assert rank1.query("step == 1 and layer == 'stem_norm'")["var_dist"].item() != pytest.approx(
+        first["var_dist"].item()
+    )  # each rank's own shard: different batch statistics
     assert len(_losses(per_rank)) == 4  # one metrics row per step: rank 0 alone writes
 
 

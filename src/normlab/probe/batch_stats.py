@@ -23,9 +23,9 @@ It sees norm modules only (any model built from the norm factory, or a user's ow
   forward divides by ψ_B with exact gradients (`differentiates_batch_phi`, i.e. PN-V). PN divides by
   the running ψ_{t−1} and backpropagates Algorithm 2's approximation: its loss does not depend on
   ψ²_B, so there is no ∂L/∂ψ²_B to record and grad_phi stays NaN rather than a hypothetical number.
-- Multi-process runs (torchrun): every rank runs the probe and rank 0 stores its rows. A layer with
-  per-rank statistics gives rank 0's own μ_B, σ²_B and gradients (read before the gradients are
-  averaged); a layer with synchronized statistics gives the global ones: `count` is the layer's
+- Multi-process runs (torchrun): every rank runs the probe. A layer with per-rank statistics gives
+  each rank's own μ_B, σ²_B and gradients (read before the gradients are averaged; the trainer
+  stores rank r's rows apart from rank 0's); a layer with synchronized statistics gives the global ones: `count` is the layer's
   `last_count` (all ranks' values), and the trainer sets `reduce_grad_sums` to an all-reduce mean so
   that the hooked gradient sums are those of the global batch, as γ/β's are after averaging.
 - LayerNorm-family layers (LayerNorm, GroupNorm with one group) have no running statistics: for

@@ -64,9 +64,12 @@ class ProbeStore:
                 part.unlink()
 
 
-def read_probe(run_dir: str | Path) -> pa.Table:
-    """Every probe row of a run, in step order (a pyarrow Table; `.to_pandas()` for pandas)."""
-    parts = sorted((Path(run_dir) / "probe").glob(PART_GLOB))
+def read_probe(run_dir: str | Path, rank: int = 0) -> pa.Table:
+    """Every probe row of a run, in step order (a pyarrow Table; `.to_pandas()` for pandas).
+
+    `rank`: of a multi-process run with per-rank BN statistics, that rank's own rows."""
+    folder = Path(run_dir) / "probe"
+    parts = sorted((folder / f"rank{rank}" if rank else folder).glob(PART_GLOB))
     if not parts:
         raise FileNotFoundError(f"{run_dir} has no probe data (probe/{PART_GLOB})")
     tables = [pq.read_table(p) for p in parts]

@@ -149,11 +149,14 @@ class _Run:
         self.probe = build_probe(cfg.get("probe"), self.model)
         if self.probe is not None and world.sync_bn and world.distributed:
             self.probe.reduce_grad_sums = distributed.all_reduce_mean
-        self.probe_store = (
-            ProbeStore(self.dir / "probe", cfg.get("probe", {}).get("flush_every", 1000))
-            if world.main
-            else _NoFile()
-        )
+        # Rank 0's rows in probe/; with per-rank BN each other rank's own in probe/rank<r>/ (with
+        # synchronized BN they would repeat rank 0's global statistics).
+        flush_every = cfg.get("probe", {}).get("flush_every", 1000)
+        self.probe_store = _NoFile()
+        if world.main:
+            self.probe_store = ProbeStore(self.dir / "probe", flush_every)
+        elif not world.sync_bn:
+            self.probe_store = ProbeStore(self.dir / "probe" / f"rank{world.rank}", flush_every)
         self.optimizer = build_optimizer(cfg.optim, self.model)
         self.steps_per_epoch = self.task.steps_per_epoch()
         self.scheduler = build_scheduler(cfg.optim.schedule, self.optimizer, self.steps_per_epoch)
