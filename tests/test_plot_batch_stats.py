@@ -124,3 +124,15 @@ def test_fig4_compares_bn_variance_with_pn_quadratic_mean(tmp_path, image_folder
     rows = list(csv.DictReader((out / "fig4_boxes.csv").read_text().splitlines()))
     assert {r["metric"] for r in rows} == {"stat_dist", "grad_stat", "stat_rms_dist", "tid_stat"}
     assert "5-21x smaller" in (out / "fig4_summary.txt").read_text()
+
+
+def test_one_run_gets_its_medians_not_a_ratio_with_itself(two_runs, tmp_path):
+    """bench-gpu plots the paper-scale ResNet-20 alone: medians per window, no verdicts."""
+    out = tmp_path / "one"
+    assert _script().main(["fig2", "--run", f"ResNet={two_runs[0]}", "--out", str(out)]) == 0
+    text = (out / "fig2_summary.txt").read_text()
+    assert "median per window of ResNet:" in text and "ratio" not in text and "(1) " not in text
+    rows = list(csv.DictReader((out / "fig2_boxes.csv").read_text().splitlines()))
+    var_rows = [r for r in rows if r["metric"] == "var_dist"]
+    line = next(x for x in text.splitlines() if x.strip().startswith("var_dist"))
+    assert f"{float(var_rows[0]['median']):9.3g}".strip() in line

@@ -261,10 +261,11 @@ def _verdicts(base: Series, other: Series, paper_metrics, claim: str) -> list[st
 def _summary(all_series: list[Series], fig: str, metrics) -> str:
     """Median ratio (last run / first run) per window, outliers, trend, and verdicts."""
     base, other = all_series[0], all_series[-1]
-    lines = [
-        f"{fig}: {other.label} ({other.layer}, d={other.d}) vs {base.label} ({base.layer}, d={base.d})",
-        "",
-    ]
+    single = len(all_series) == 1  # e.g. bench-gpu's paper-scale ResNet-20 half of Figure 2
+    header = f"{fig}: {base.label} ({base.layer}, d={base.d})"
+    if not single:
+        header = f"{fig}: {other.label} ({other.layer}, d={other.d}) vs {base.label} ({base.layer}, d={base.d})"
+    lines = [header, ""]
     for s in all_series:
         steps = int(s.step.max()) if len(s.step) else 0
         lines.append(
@@ -272,13 +273,19 @@ def _summary(all_series: list[Series], fig: str, metrics) -> str:
             f"{s.summary.get('data_source', '?')}, scale {s.summary.get('scale', '?')}"
         )
     lines.append("")
-    lines.append(f"median ratio {other.label} / {base.label} per window:")
+    if single:
+        lines.append(f"median per window of {base.label}:")
+    else:
+        lines.append(f"median ratio {other.label} / {base.label} per window:")
     for column, _ in metrics:
-        ob, bb = _boxes(other, column), _boxes(base, column)
-        ratios = [_ratio(o.median, b.median) for o, b in zip(ob, bb, strict=True)]
+        if single:
+            values = [b.median for b in _boxes(base, column)]
+        else:
+            ob, bb = _boxes(other, column), _boxes(base, column)
+            values = [_ratio(o.median, b.median) for o, b in zip(ob, bb, strict=True)]
         lines.append(
             f"  {column:14s} "
-            + "  ".join(f"{window_label(w)}: {r:9.3g}" for w, r in enumerate(ratios))
+            + "  ".join(f"{window_label(w)}: {r:9.3g}" for w, r in enumerate(values))
         )
     lines.append("")
     lines.append("outliers (Tukey 1.5·IQR) per window, and max/median:")
