@@ -145,3 +145,17 @@ def test_summary_names_the_commit_the_run_started_from(smoke_overrides, tmp_path
     summary = _train([*smoke_overrides, "trainer.epochs=2"], tmp_path)
     assert summary["git_commit"] == "start" and summary["git_dirty"] is False
     assert [s["git_commit"] for s in summary["git_segments"]] == ["start", "later"]
+
+
+def test_runs_made_before_a_key_existed_stay_the_same_run():
+    """A key added later with the value that reproduces old runs (trainer.amp: null) does not make
+    an old checkpoint 'another config'; any other value of it does."""
+    from normlab.train.checkpoint import config_differences
+
+    old = {"trainer": {"epochs": 3}, "distributed": {}}
+    assert config_differences(old, {"trainer": {"epochs": 3, "amp": None, "compile": False}}) == []
+    assert config_differences(old, {"trainer": {"epochs": 3, "amp": "bf16"}}) == [
+        "trainer.amp: '<unset>' -> 'bf16'"
+    ]
+    synced = {"trainer": {"epochs": 3}, "distributed": {"sync_bn": True, "backend": "gloo"}}
+    assert config_differences(old, synced) == ["distributed.sync_bn: '<unset>' -> True"]

@@ -28,7 +28,17 @@ VOLATILE_KEYS = (
     "resume",
     "data.cache_dir",
     "data.download",
+    "distributed.backend",
 )
+
+# Keys added to the config after runs were made, with the value that reproduces what those runs
+# computed: a run saved without the key is the same run as one with this value (older runs stay
+# reusable and resumable); any other value is a real difference.
+ADDED_KEYS = {
+    "trainer.amp": None,
+    "trainer.compile": False,
+    "distributed.sync_bn": False,
+}
 
 
 def rng_state() -> dict[str, Any]:
@@ -84,6 +94,9 @@ def _volatile(key: str) -> bool:
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """'key: saved -> current' for each setting that changes what the run computes."""
     a, b = flatten(saved), flatten(current)
+    for key, neutral in ADDED_KEYS.items():
+        if key not in a and key in b and b[key] == neutral:
+            a[key] = neutral
     diffs = []
     for key in sorted(set(a) | set(b)):
         if _volatile(key):
