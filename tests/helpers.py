@@ -52,3 +52,18 @@ def make_fairseq_layout(root: Path, pairs: dict[str, int], seed: int = 0) -> Pat
         (root / f"{split}.de").write_text("\n".join(src) + "\n")
         (root / f"{split}.en").write_text("\n".join(tgt) + "\n")
     return root
+
+
+def run_smoke_sweep(image_folder: Path, runs: Path, *overrides: str):
+    """`normlab-train -m` at smoke scale on the synthetic image folder, in a subprocess, with the
+    run tree under `runs`; returns the CompletedProcess (stdout/stderr as text)."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable, "-m", "normlab.train", "-m", "scale=smoke", "data.source=imagefolder",
+        f"data.root={image_folder}", "trainer.progress=false", *overrides,
+    ]  # fmt: skip
+    env = {**os.environ, "NORMLAB_RUNS": str(runs), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)

@@ -4,13 +4,10 @@ submitit's local executor, since SLURM itself is not available here."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 from hydra import compose, initialize_config_dir
 
-from helpers import REPO
+from helpers import run_smoke_sweep
 from normlab.cli import CONFIG_DIR
 
 
@@ -24,25 +21,13 @@ def test_submitit_local_launcher_composes():
 
 def test_a_smoke_job_completes_through_submitit_local(image_folder, tmp_path):
     runs = tmp_path / "runs"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "normlab.train",
-            "-m",
-            "launcher=submitit_local",
-            "scale=smoke",
-            "data.source=imagefolder",
-            f"data.root={image_folder}",
-            "trainer.progress=false",
-            "trainer.threads=1",
-            "trainer.batch_size=32",
-            "trainer.max_steps=3",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "NORMLAB_RUNS": str(runs), "OMP_NUM_THREADS": "1"},
+    proc = run_smoke_sweep(
+        image_folder,
+        runs,
+        "launcher=submitit_local",
+        "trainer.threads=1",
+        "trainer.batch_size=32",
+        "trainer.max_steps=3",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     sweep = runs / "cifar10_resnet20" / "smoke"

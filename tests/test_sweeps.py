@@ -4,35 +4,17 @@ SLURM launcher config composes."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 from hydra import compose, initialize_config_dir
 
-from helpers import REPO
+from helpers import run_smoke_sweep
 from normlab.cli import CONFIG_DIR, threads_per_job
 
 
 def test_joblib_sweep_runs_jobs_in_parallel_with_split_threads(image_folder, tmp_path):
     runs = tmp_path / "runs"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "normlab.train",
-            "-m",
-            "launcher=joblib",
-            "scale=smoke",
-            "data.source=imagefolder",
-            f"data.root={image_folder}",
-            "norm=bn,ln",
-            "trainer.progress=false",
-            "trainer.max_steps=3",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "NORMLAB_RUNS": str(runs)},
+    proc = run_smoke_sweep(
+        image_folder, runs, "launcher=joblib", "norm=bn,ln", "trainer.max_steps=3"
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     sweep = runs / "cifar10_resnet20" / "smoke"
@@ -61,27 +43,18 @@ def test_threads_per_job_never_below_one():
 def test_sweep_reports_a_failing_job_by_name_and_skips_complete_ones(image_folder, tmp_path):
     """4 jobs, 2 at a time (joblib): one diverges and is named, the rerun skips the 3 complete."""
     runs = tmp_path / "runs"
-    args = [
-        sys.executable,
-        "-m",
-        "normlab.train",
-        "-m",
+    args = (
         "launcher=joblib",
         "hydra.launcher.n_jobs=2",
-        "scale=smoke",
-        "data.source=imagefolder",
-        f"data.root={image_folder}",
-        "trainer.progress=false",
         "trainer.max_steps=6",
         "optim.lr=0.1,0.05,0.02,1e30",
-    ]
-    env = {**os.environ, "NORMLAB_RUNS": str(runs)}
-    first = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env)
+    )
+    first = run_smoke_sweep(image_folder, runs, *args)
     assert first.returncode == 0, first.stderr[-2000:]
     assert "3 of 4 jobs complete" in first.stdout, first.stdout
     assert "optim.lr=1e+30,trainer.max_steps=6: diverged at step 2" in first.stdout
     assert "failed: the training loss became" in first.stderr  # named, with the reason
-    again = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env)
+    again = run_smoke_sweep(image_folder, runs, *args)
     for lr in ("0.1", "0.05", "0.02"):
         assert f"optim.lr={lr},trainer.max_steps=6: skipped (already complete)" in again.stdout
     assert "optim.lr=1e+30,trainer.max_steps=6: diverged" in again.stdout

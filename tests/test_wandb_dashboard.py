@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import REPO
+from helpers import REPO, run_smoke_sweep
 
 PROBE_KEYS = ("mean_dist", "var_dist", "tid_mean", "tid_var", "grad_mean", "grad_var")
 
@@ -78,27 +75,15 @@ def test_two_job_sweep_gives_two_grouped_offline_runs_with_the_probe_series(
     image_folder, offline_wandb, capsys
 ):
     runs = offline_wandb / "runs"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "normlab.train",
-            "-m",
-            "scale=smoke",
-            "data.source=imagefolder",
-            f"data.root={image_folder}",
-            "norm=bn",
-            "seed=0,1",
-            "logger=wandb",
-            "trainer.progress=false",
-            "trainer.threads=1",
-            "trainer.batch_size=32",
-            "trainer.max_steps=3",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "NORMLAB_RUNS": str(runs), "OMP_NUM_THREADS": "1"},
+    proc = run_smoke_sweep(
+        image_folder,
+        runs,
+        "norm=bn",
+        "seed=0,1",
+        "logger=wandb",
+        "trainer.threads=1",
+        "trainer.batch_size=32",
+        "trainer.max_steps=3",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     sweep = runs / "cifar10_resnet20" / "smoke"
