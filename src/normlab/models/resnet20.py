@@ -76,6 +76,12 @@ class ResNetCifar(nn.Module):
                 nn.init.kaiming_normal_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    @torch.no_grad()
+    def scale_metrics(self) -> dict[str, torch.Tensor]:
+        """The scale of what the first BN sees: its input is the stem convolution of normalized
+        images, so its batch variance moves with this weight's norm (logged per step)."""
+        return {"stem_weight_norm": torch.linalg.vector_norm(self.stem.weight)}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.stem_norm(self.stem(x)))
         x = self.blocks(x)

@@ -305,6 +305,15 @@ class Transformer(nn.Module):
                 nn.init.xavier_uniform_(m.weight, gain=2**-0.5 if qkv else 1.0)
                 nn.init.zeros_(m.bias)
 
+    @torch.no_grad()
+    def scale_metrics(self) -> dict[str, torch.Tensor]:
+        """The scale of what the first norm sees: √d·embedding + positions, so its batch variance
+        moves with the RMS of the shared embedding matrix (which is also the output projection);
+        the pad row, held at zero, is left out. Logged per step."""
+        w = self.embed.tokens.weight
+        sum_sq = w.pow(2).sum() - w[self.pad_idx].pow(2).sum()
+        return {"embed_rms": (sum_sq / ((w.shape[0] - 1) * w.shape[1])).sqrt()}
+
     def _check_length(self, tokens: torch.Tensor) -> None:
         if tokens.shape[1] > self.max_positions:
             raise UserError(

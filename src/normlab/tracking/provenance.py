@@ -39,6 +39,24 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> set[str]:
+    """The feature flags /proc/cpuinfo lists for the first core (empty where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_bf16_capability(flags: set[str] | None = None) -> dict[str, bool]:
+    """Which bfloat16 instructions the CPU has: AMX tiles (amx_bf16: fast bf16 matmuls) and
+    AVX512-BF16 (avx512_bf16: dot-product instructions only)."""
+    flags = cpu_flags() if flags is None else flags
+    return {"amx_bf16": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags}
+
+
 def environment(device: str) -> dict[str, Any]:
     import torch
 
@@ -48,6 +66,7 @@ def environment(device: str) -> dict[str, Any]:
         "device": device,
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpu_bf16": cpu_bf16_capability(),
         "torch_threads": torch.get_num_threads(),
         "hostname": platform.node(),
     }

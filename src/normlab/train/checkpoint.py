@@ -101,6 +101,23 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
     for key in sorted(set(a) | set(b)):
         if _volatile(key):
             continue
+        if key == "trainer.amp" and _same_precision(a.get(key), b.get(key), b.get("device")):
+            continue
         if a.get(key, "<unset>") != b.get(key, "<unset>"):
             diffs.append(f"{key}: {a.get(key, '<unset>')!r} -> {b.get(key, '<unset>')!r}")
     return diffs
+
+
+def _same_precision(saved: Any, current: Any, device: Any) -> bool:
+    """trainer.amp values that compute in the same precision here are the same run: `auto` on a
+    CPU without native bf16 is float32, as `null` is (runs made before `auto` existed)."""
+    from normlab.train.precision import amp_dtype
+
+    name = str(device or "auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(name)
+    try:
+        return amp_dtype(saved, dev) == amp_dtype(current, dev)
+    except UserError:
+        return False

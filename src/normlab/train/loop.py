@@ -40,6 +40,7 @@ from normlab.train.checkpoint import (
 )
 from normlab.train.interrupt import StopRequests
 from normlab.train.optim import build_optimizer, build_scheduler
+from normlab.train.precision import amp_dtype, precision_name
 from normlab.train.run_dir import RunDirLock
 from normlab.train.tasks import TASKS
 
@@ -143,7 +144,7 @@ class _Run:
             distributed.broadcast_state(self.model)
             if world.rank:  # dropout differs between ranks; rank 0 draws as one process would
                 torch.manual_seed(cfg.seed * 1_000_003 + world.rank)
-        self.amp_dtype = _amp_dtype(cfg.trainer.get("amp"))
+        self.amp_dtype = amp_dtype(cfg.trainer.get("amp"), self.device)
         if cfg.trainer.get("compile"):
             self.model.compile()  # in place: state_dict keys and the probe's hooks stay as they are
         self.probe = build_probe(cfg.get("probe"), self.model)
@@ -180,7 +181,15 @@ class _Run:
             atomic_write_text(self.dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
             self.metrics = MetricsFile(
                 self.dir / "metrics.csv",
-                ["step", "epoch", "lr", "loss", *self.task.train_keys, "items_per_s"],
+                [
+                    "step",
+                    "epoch",
+                    "lr",
+                    "loss",
+                    "loss_normalizer",
+                    *self.task.train_keys,
+                    "items_per_s",
+                ],
                 offsets and offsets["metrics"],
             )
             self.evals = MetricsFile(
@@ -355,7 +364,10 @@ class _Run:
         dt = time.perf_counter() - t
         self.train_s += dt
         self.items += n
+        # loss_normalizer: what the summed loss was divided by (tokens, images) before the backward;
+        # fairseq's convention differentiates the sum, so its gradients are this many times ours.
         row = {"step": self.step, "epoch": self.epoch, "lr": lr, "loss": loss_value}
+        row["loss_normalizer"] = n
         row |= {k: float(v) for k, v in batch_metrics.items()}
         self.metrics.write(row | {"items_per_s": round(n / dt, 1)})
         if self.wandb:
@@ -491,6 +503,7 @@ class _Run:
             **{k: self.git_segments[0][k] for k in ("git_commit", "git_dirty")},
             "git_segments": self.git_segments,
             **environment(str(self.device)),
+            "precision": precision_name(self.amp_dtype),
             "world_size": self.world.size,
             "bn_statistics": "global batch (synchronized)" if self.world.sync_bn else "per rank",
             "config": self.config,
@@ -500,18 +513,6 @@ class _Run:
         ):  # an interrupted run's summary would be mistaken for a result
             atomic_write_json(self.dir / "summary.json", summary)
         return summary
-
-
-def _amp_dtype(setting: Any) -> torch.dtype | None:
-    """trainer.amp: the autocast dtype of the forward pass (None: full float32)."""
-    if setting in (None, "none", False):
-        return None
-    if setting == "bf16":
-        return torch.bfloat16
-    raise UserError(
-        f"trainer.amp={setting!r} is not supported; use trainer.amp=bf16 (bfloat16 autocast, no "
-        "loss scaling needed) or trainer.amp=null"
-    )
 
 
 def _progress_off(setting: Any) -> bool | None:

@@ -37,3 +37,10 @@ class Task(Protocol):
     def evaluate(self) -> dict[str, float]:
         """Metrics after an epoch, keys prefixed by split (e.g. test_acc)."""
         ...
+
+
+def scale_metrics(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's own measures of its first norm's input scale (e.g. the embedding RMS), logged
+    with the batch metrics of every step; {} for a model that defines none."""
+    read = getattr(model, "scale_metrics", None)
+    return read() if read is not None else {}

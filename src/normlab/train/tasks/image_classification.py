@@ -15,13 +15,12 @@ from normlab.data.sharding import current_shard
 from normlab.eval.classification import evaluate_classifier
 from normlab.models import build_model
 from normlab.norms import norm_factory
-from normlab.train.tasks import TASKS
+from normlab.train.tasks import TASKS, scale_metrics
 
 
 @TASKS.register("image_classification")
 class ImageClassificationTask:
     unit = "img"
-    train_keys = ("acc",)
     eval_keys = ("test_loss", "test_acc")
 
     def __init__(self, cfg: DictConfig, device: torch.device) -> None:
@@ -33,6 +32,7 @@ class ImageClassificationTask:
         ).to(device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.train_keys = ("acc", *scale_metrics(self.model))
         common = dict(mean=data.mean, std=data.std, device=device, channels_last=channels_last)
         self.train_data = ImageBatches(
             data.train_x,
@@ -62,7 +62,7 @@ class ImageClassificationTask:
         logits = self.model(x)
         loss = F.cross_entropy(logits, y)
         acc = (logits.detach().argmax(1) == y).float().mean()
-        return loss, {"acc": acc}, len(y)
+        return loss, {"acc": acc, **scale_metrics(self.model)}, len(y)
 
     def evaluate(self) -> dict[str, float]:
         metrics = evaluate_classifier(self.model, self.test_data.in_order())

@@ -23,7 +23,7 @@ from normlab.io_utils import atomic_write_text
 from normlab.models import build_model
 from normlab.norms import norm_factory
 from normlab.train.losses import label_smoothed_nll
-from normlab.train.tasks import TASKS
+from normlab.train.tasks import TASKS, scale_metrics
 
 
 def _sequence_norm(cfg) -> Any:
@@ -33,7 +33,6 @@ def _sequence_norm(cfg) -> Any:
 @TASKS.register("translation")
 class TranslationTask:
     unit = "tok"
-    train_keys = ("nll",)
     eval_keys = ("valid_loss", "valid_nll", "valid_ppl")
 
     def __init__(self, cfg: DictConfig, device: torch.device) -> None:
@@ -52,6 +51,7 @@ class TranslationTask:
             pad_idx=self.pad,
             norm_for=_sequence_norm,
         ).to(device)
+        self.train_keys = ("nll", *scale_metrics(self.model))
         # Plain lists of ids: Arrow row access per batch would cost more than the model on CPU.
         self.train_pairs = (list(data.train["src"]), list(data.train["tgt"]))
         self.valid_pairs = (list(data.valid["src"]), list(data.valid["tgt"]))
@@ -94,7 +94,7 @@ class TranslationTask:
         loss, nll = self._loss(batch)
         n = batch["ntokens"]
         # fairseq normalizes the summed loss by the number of target tokens of the batch
-        return loss / n, {"nll": nll.detach() / n}, n
+        return loss / n, {"nll": nll.detach() / n, **scale_metrics(self.model)}, n
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
