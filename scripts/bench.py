@@ -14,7 +14,10 @@ them alike, and the medians and their ratios are reported:
   tf_reference      torch.nn.Transformer with the same sizes, batch, embeddings and optimizer
 
 --amp bf16 (autocast of the forward pass) and --compile (torch.compile) apply to every case alike,
-normlab's and the references, so the ratios stay like for like. On a GPU the timings synchronize
+normlab's and the references, so the ratios stay like for like. --amp both (what `--amp auto`, the
+default, picks where the device has bf16 instructions: AMX or AVX512-BF16 on a CPU, bf16 on a GPU)
+runs every case in float32 and in bf16 alternately and adds a precision table with the speed-ups;
+the ratios above stay float32's. Without bf16 instructions `auto` says so and measures float32. On a GPU the timings synchronize
 the device, the data of resnet_pipeline stays on it (augmentation included), and the peak GPU
 memory (torch.cuda.max_memory_allocated) is reported next to the peak RSS.
 
@@ -47,6 +50,7 @@ SIZES = {  # d_model, ffn, heads, layers (enc = dec); batch ~ tokens per side
 }
 SCALING_BATCHES = (32, 64, 128, 256)  # ResNet-20 model step
 SCALING_D_MODELS = (128, 256, 512)  # LN Transformer, ffn = 4 * d_model, same token batch
+BF16 = "@bf16"  # suffix of a case measured under bf16 autocast when --amp both
 CASES = [
     "resnet_pipeline",
     "resnet_reference",
@@ -331,10 +335,13 @@ def _reference_transformer(vocab: int, pad: int, d: int, ffn: int, heads: int, l
 def machine() -> dict:
     import torch
 
-    from normlab.tracking.provenance import cpu_model, git_info
+    from normlab.tracking.provenance import cpu_bf16_capability, cpu_model, git_info
+    from normlab.train.precision import native_bf16
 
     out = {
         "cpu": cpu_model(),
+        "cpu_bf16": cpu_bf16_capability(),
+        "auto_precision": "bf16" if native_bf16(torch.device("cpu")) else "float32",
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -346,8 +353,12 @@ def machine() -> dict:
 
 
 def _header(info: dict, args) -> str:
+    bf16 = info.get("cpu_bf16", {})
     return (
         f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}"
+        + f" (CPU bf16: AMX {'yes' if bf16.get('amx_bf16') else 'no'}, "
+        + f"AVX512-BF16 {'yes' if bf16.get('avx512_bf16') else 'no'}; "
+        + f"trainer.amp=auto picks {info.get('auto_precision', '?')})"
         + (f", {info['gpu']}" if "gpu" in info else "")
         + f"; device {args.device}, amp {args.amp}, compile {args.compile}"
         + f"; commit {str(info.get('git_commit'))[:10]}"
@@ -370,10 +381,28 @@ def markdown(results: dict, info: dict, args) -> str:
             f"| {case} | {v:,.0f} {unit} | {rss[case]:,.0f} |"
             + (f" {gpu[case]:,.0f} |" if gpu else "")
         )
-    lines += ["", "| ratio | value | target |", "|---|---|---|"]
+    lines += ["", "| ratio (float32) | value | target |", "|---|---|---|"]
     for name, (value, target) in results["ratios"].items():
         lines.append(f"| {name} | {value:.3f} | {target} |")
+    speedups = precision_speedups(med)
+    if speedups:
+        lines += [
+            "",
+            "| case | float32 items/s | bf16 items/s | bf16 speed-up |",
+            "|---|---|---|---|",
+        ]
+        for case, (fp32, bf16, ratio) in speedups.items():
+            lines.append(f"| {case} | {fp32:,.0f} | {bf16:,.0f} | {ratio:.2f}x |")
     return "\n".join(lines) + "\n"
+
+
+def precision_speedups(med: dict) -> dict:
+    """case -> (float32 items/s, bf16 items/s, bf16 / float32) for cases measured both ways."""
+    return {
+        case: (med[case], med[f"{case}{BF16}"], med[f"{case}{BF16}"] / med[case])
+        for case in med
+        if f"{case}{BF16}" in med
+    }
 
 
 def ratios(med: dict) -> dict:
@@ -561,6 +590,22 @@ def main_scaling(args) -> int:
     return 0
 
 
+def _auto_amp(device) -> str:
+    """--amp auto: measure bf16 next to float32 wherever the device has bf16 instructions (even
+    where trainer.amp=auto would not pick it: the table shows why), else float32 alone."""
+    import torch
+
+    from normlab.tracking.provenance import cpu_bf16_capability
+
+    if device.type == "cuda":
+        has = torch.cuda.is_bf16_supported()
+    else:
+        has = any(cpu_bf16_capability().values())
+    if not has:
+        print(f"bench: {device.type} has no bfloat16 instructions (AMX, AVX512-BF16): float32 only")
+    return "both" if has else "none"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -579,7 +624,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", choices=sorted(SIZES), default="cpu")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     ap.add_argument(
-        "--amp", choices=("none", "bf16"), default="none", help="autocast the forward pass"
+        "--amp",
+        choices=("auto", "none", "bf16", "both"),
+        default="auto",
+        help="autocast the forward pass; both: float32 and bf16 side by side; auto: both where "
+        "the device has bf16 instructions, else none",
     )
     ap.add_argument("--compile", action="store_true", help="torch.compile every model")
     ap.add_argument(
@@ -617,6 +666,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     cuda = device.type == "cuda"
+    if args.scaling and args.amp == "both":
+        print(
+            "bench: --scaling measures one precision; use --amp none or --amp bf16", file=sys.stderr
+        )
+        return 2
+    if args.amp == "auto":
+        args.amp = "none" if args.scaling else _auto_amp(device)
     args.steps = args.steps if args.steps is not None else (100 if cuda else 20)
     args.warmup = args.warmup if args.warmup is not None else (10 if cuda else 3)
     if args.workers is None:
@@ -635,15 +691,23 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"skipping {', '.join(skipped)}: no CIFAR-10 image folder at {args.cifar} (--cifar DIR)"
         )
-    runs: dict[str, list[dict]] = {c: [] for c in cases}
+    # (name, amp) pairs; with --amp both each case runs in float32 and bf16 back to back, so
+    # drifting machine load hits the two precisions alike.
+    amps = ["none", "bf16"] if args.amp == "both" else [args.amp]
+    jobs = [
+        (c + (BF16 if amp == "bf16" and len(amps) == 2 else ""), c, amp)
+        for c in cases
+        for amp in amps
+    ]
+    runs: dict[str, list[dict]] = {name: [] for name, _, _ in jobs}
     for r in range(args.rounds):
-        for case in cases:
-            res = _run_subprocess(case, args)
+        for name, case, amp in jobs:
+            res = _run_subprocess(case, args, amp=amp)
             if res is None:
                 return 1
-            runs[case].append(res)
+            runs[name].append(res)
             print(
-                f"round {r + 1}/{args.rounds} {case:17s} {res['items_per_s']:10,.0f} items/s  "
+                f"round {r + 1}/{args.rounds} {name:22s} {res['items_per_s']:10,.0f} items/s  "
                 f"{_memory(res)}",
                 flush=True,
             )
