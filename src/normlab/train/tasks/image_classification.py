@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ from normlab.data.sharding import current_shard
 from normlab.eval.classification import evaluate_classifier
 from normlab.models import build_model
 from normlab.norms import norm_factory
+from normlab.train.checkpoint import load_checkpoint
 from normlab.train.tasks import TASKS, scale_metrics
 
 
@@ -67,3 +69,13 @@ class ImageClassificationTask:
     def evaluate(self) -> dict[str, float]:
         metrics = evaluate_classifier(self.model, self.test_data.in_order())
         return {f"test_{k}": v for k, v in metrics.items()}
+
+    def load_final_weights(self, run_dir: Path) -> str:
+        """Load the weights the run was tested with (the end of training, saved in last.pt)."""
+        ckpt = load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt")
+        self.model.load_state_dict(ckpt["model"])
+        return f"last.pt (step {ckpt['progress']['step']})"
+
+    def evaluate_final(self) -> dict[str, float]:
+        """The test metrics of the model as it is now (the run has no separate final test)."""
+        return self.evaluate()

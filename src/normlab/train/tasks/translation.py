@@ -22,6 +22,7 @@ from normlab.eval.checkpoint_average import average_checkpoints
 from normlab.io_utils import atomic_write_text
 from normlab.models import build_model
 from normlab.norms import norm_factory
+from normlab.train.checkpoint import load_checkpoint
 from normlab.train.losses import label_smoothed_nll
 from normlab.train.tasks import TASKS, scale_metrics
 
@@ -122,9 +123,41 @@ class TranslationTask:
 
     def finalize(self, run_dir: Path, epoch_checkpoints: list[Path]) -> dict[str, Any]:
         """Average the last epoch checkpoints, translate the test set with beam search, score BLEU."""
+        n_avg = self._load_average(epoch_checkpoints)
+        scores, lines = self._test_bleu()
+        atomic_write_text(run_dir / "generate-test.txt", "\n".join(lines) + "\n")
+        return {
+            **scores,
+            "averaged_checkpoints": max(n_avg, 1),
+            "test_sentences": len(self.test_pairs[0]),
+            "beam": int(self.cfg.beam),
+        }
+
+    def _load_average(self, epoch_checkpoints: list[Path]) -> int:
+        """Load the average of the last `average_last` epoch checkpoints (when there are 2 or more:
+        else the weights stay as they are); returns how many were averaged."""
         n_avg = min(int(self.cfg.average_last), len(epoch_checkpoints))
         if n_avg > 1:
             self.model.load_state_dict(average_checkpoints(epoch_checkpoints[-n_avg:]))
+        return n_avg
+
+    def load_final_weights(self, run_dir: Path) -> str:
+        """Load the weights `finalize` tested (for a later evaluation); returns which they are."""
+        ckpt_dir = Path(run_dir) / "checkpoints"
+        epochs = sorted(ckpt_dir.glob("epoch*.pt"))  # as the loop's epoch_checkpoints()
+        n_avg = self._load_average(epochs)
+        if n_avg > 1:
+            return f"average of {', '.join(p.name for p in epochs[-n_avg:])}"
+        # finalize tested the weights at the end of training, which the loop saved in last.pt
+        self.model.load_state_dict(load_checkpoint(ckpt_dir / "last.pt")["model"])
+        return "last.pt"
+
+    def evaluate_final(self) -> dict[str, Any]:
+        """Valid loss and test BLEU of the model as it is now, writing no file."""
+        return {**self.evaluate(), **self._test_bleu()[0]}
+
+    def _test_bleu(self) -> tuple[dict[str, Any], list[str]]:
+        """Beam search over the test set: BLEU both ways, and the fairseq-generate lines."""
         d = self.data.dictionary
         src, tgt = self.test_pairs
         hyps: dict[int, list[int]] = {}
@@ -164,13 +197,10 @@ class TranslationTask:
         for i in range(len(src)):
             for tag, text in (("S", src_text[i]), ("T", ref_text[i]), ("H", hyp_text[i])):
                 lines.append(f"{tag}-{i}\t{remove_bpe(text)}")
-        atomic_write_text(run_dir / "generate-test.txt", "\n".join(lines) + "\n")
-        return {
+        scores = {
             "bleu": round(paper.score, 2),
             "bleu_kind": "tokenized lowercased BPE-removed (fairseq-generate, the paper's)",
             "sacrebleu": round(sacre.score, 2),
             "sacrebleu_signature": sacre.signature,
-            "averaged_checkpoints": max(n_avg, 1),
-            "test_sentences": len(src),
-            "beam": int(self.cfg.beam),
         }
+        return scores, lines
