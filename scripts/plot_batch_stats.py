@@ -1,5 +1,8 @@
 #!/usr/bin/env python
-"""Figure 2 or 3 of the paper from run directories (box plots per 20% window + CSV + summary).
+"""Figure 2, 3 or 4 of the paper from run directories (box plots per 20% window of the steps each
+run trained + CSV + summary with verdicts; fig2 adds the growth analysis fig2_growth.png/.svg/.json
+for runs that log their input scale, fig3 both gradient conventions for runs that log
+loss_normalizer).
 
     python scripts/plot_batch_stats.py fig2 --run "ResNet-20 / CIFAR-10=runs/.../norm=bn" \
         --run "Transformer_BN / IWSLT14=runs/...:encoder.layers.0.self_attn_norm" --out results/fig2/cpu

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from matplotlib import cbook
 
-from normlab.analysis.windows import boxes_per_window, tukey, window_of
+from normlab.analysis.windows import boxes_per_window, trained_fraction, tukey, window_of
 
 
 def test_windows_split_training_in_fifths():
@@ -31,3 +32,18 @@ def test_boxes_per_window_groups_by_fraction():
     boxes = boxes_per_window(frac, frac * 10)
     assert [b.n for b in boxes] == [200] * 5
     assert boxes[0].median < boxes[4].median
+
+
+def test_windows_follow_the_steps_trained_not_the_steps_planned():
+    """An early-stopped run (600 of 1,000 planned steps): its last window is its own last 20%."""
+    step = np.arange(1, 601)
+    planned = boxes_per_window(step / 1000, step.astype(float))
+    assert [b.n for b in planned] == [200, 200, 200, 0, 0]  # what step/planned gave
+    boxes = boxes_per_window(trained_fraction(step, 600), step.astype(float))
+    assert [b.n for b in boxes] == [120] * 5
+    assert boxes[-1].median == np.median(np.arange(481, 601))
+
+
+def test_trained_fraction_refuses_an_empty_run():
+    with pytest.raises(ValueError, match="positive"):
+        trained_fraction(np.arange(1, 3), 0)

@@ -1,24 +1,31 @@
-"""Figures 2 and 3 of the paper from run directories: box plots per 20% window of training.
+"""Figures 2, 3 and 4 of the paper from run directories: box plots per 20% window of training.
 
 For each run (e.g. ResNet-20/CIFAR-10 and Transformer_BN/IWSLT14) the probe series of one layer
-(the first BN layer by default) is cut into five windows by fraction of training. Writes, under the
-output folder: <fig>.png/.svg (the paper's 1/d metrics), <fig>_scale_free.png/.svg (1/√d and TID),
-<fig>_lines.png/.svg (per step, log y), <fig>_boxes.csv, <fig>_summary.txt, provenance.json.
+(the first BN layer by default) is cut into five windows of the steps it actually trained. Writes,
+under the output folder: <fig>.png/.svg (the paper's 1/d metrics; Figure 3 in both gradient
+conventions when the runs log loss_normalizer), <fig>_scale_free.png/.svg (1/√d and TID),
+<fig>_lines.png/.svg (per step, log y), <fig>_boxes.csv (also the *_rel metrics: over the input
+scale), <fig>_summary.txt, provenance.json; Figure 3 also <fig>_steps.csv (the gradients per step in
+both conventions); Figure 2 also fig2_growth.png/.svg/.json when the runs log their input scale.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from normlab.analysis.windows import WINDOWS, BoxStats, boxes_per_window, window_label
-from normlab.io_utils import atomic_write, atomic_write_json, atomic_write_text
-from normlab.probe.store import read_probe
+from normlab.analysis.batch_stats_summary import summary_text
+from normlab.analysis.comparisons import boxes
+from normlab.analysis.growth import clean_json, growth_analysis, growth_text
+from normlab.analysis.plotting import COLORS, pyplot, save_figure
+from normlab.analysis.series import Series, load_series, relative_name
+from normlab.analysis.windows import WINDOWS, BoxStats, window_label, window_of
+from normlab.io_utils import atomic_write_json, atomic_write_text
+
+__all__ = ["FIGURES", "Series", "load_series", "make_figure"]
 
 # (column, axis label) per figure; the first list is the paper's, the second the scale-free companions.
 FIGURES = {
@@ -51,72 +58,28 @@ FIGURES = {
         ],
     ),
 }
-# The BN column and the PN column of each fig4 quantity.
-STAT_ALIASES = {
-    "stat_dist": ("var_dist", "phi_dist"),
-    "grad_stat": ("grad_var", "grad_phi"),
-    "stat_rms_dist": ("var_rms_dist", "phi_rms_dist"),
-    "tid_stat": ("tid_var", "tid_phi"),
+# Scale-free companions, in the CSV and the summary: each 1/d and 1/√d metric over the input scale,
+# and the input scale itself.
+RELATIVE = {
+    "fig2": [relative_name(c) for c in ("mean_dist", "var_dist", "mean_rms_dist", "var_rms_dist")]
+    + ["batch_var_mean"],
+    "fig3": [relative_name(c) for c in ("grad_mean", "grad_var")] + ["batch_var_mean"],
+    "fig4": [relative_name(c) for c in ("stat_dist", "stat_rms_dist", "grad_stat")]
+    + ["stat_scale"],
 }
-COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
-
-
-@dataclass
-class Series:
-    label: str
-    run_dir: Path
-    layer: str
-    d: int
-    frac: np.ndarray
-    step: np.ndarray
-    columns: dict[str, np.ndarray]
-    summary: dict
-
-
-def load_series(label: str, run_dir: str | Path, layer: str | None = None) -> Series:
-    """The probe rows of one layer of a run (default: its first BN layer)."""
-    run_dir = Path(run_dir)
-    df = read_probe(run_dir).to_pandas()
-    bn = df[df["kind"].isin(["bn", "pn"])]
-    if bn.empty:
-        raise ValueError(f"{run_dir} has no BN or PN layer in its probe data")
-    if layer is None:
-        layer = str(bn.loc[bn["layer_index"].idxmin(), "layer"])
-    rows = bn[bn["layer"] == layer].sort_values("step")
-    if rows.empty:
-        raise ValueError(
-            f"{run_dir} has no probe rows for layer {layer!r}; its layers: {sorted(bn['layer'].unique())}"
-        )
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    cols = {c: rows[c].to_numpy(dtype=float) for c in rows.columns if rows[c].dtype.kind == "f"}
-    kind = str(rows["kind"].iloc[0])
-    for alias, (bn_col, pn_col) in STAT_ALIASES.items():
-        col = pn_col if kind == "pn" else bn_col
-        if col in cols:
-            cols[alias] = cols[col]
-    return Series(
-        label,
-        run_dir,
-        layer,
-        int(rows["d"].iloc[0]),
-        rows["frac"].to_numpy(float),
-        rows["step"].to_numpy(),
-        cols,
-        summary,
-    )
-
-
-def _boxes(series: Series, column: str) -> list[BoxStats]:
-    return boxes_per_window(series.frac, series.columns[column])
+# Figure 3 in fairseq's convention: the gradients of the summed loss (× loss_normalizer).
+SUMMED = [
+    ("grad_mean_summed", "(1/d)‖∂L_sum/∂μ_B‖₂  (summed loss)"),
+    ("grad_var_summed", "(1/d)‖∂L_sum/∂σ²_B‖₂  (summed loss)"),
+]
+MEAN_LABELS = {
+    "grad_mean": "(1/d)‖∂L/∂μ_B‖₂  (mean loss, as logged)",
+    "grad_var": "(1/d)‖∂L/∂σ²_B‖₂  (mean loss, as logged)",
+}
 
 
 def _box_panels(all_series: list[Series], metrics, title: str, path_stem: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n = len(metrics)
     cols = 2
     rows = -(-n // cols)
@@ -124,7 +87,6 @@ def _box_panels(all_series: list[Series], metrics, title: str, path_stem: Path) 
     width = 0.8 / len(all_series)
     for ax, (column, ylabel) in zip(axes.flat, metrics, strict=False):
         for i, s in enumerate(all_series):
-            boxes = _boxes(s, column)
             stats = [
                 dict(
                     med=b.median,
@@ -135,7 +97,7 @@ def _box_panels(all_series: list[Series], metrics, title: str, path_stem: Path) 
                     fliers=_fliers(s, column, b),
                     label="",
                 )
-                for b in boxes
+                for b in boxes(s, column)
             ]
             pos = np.arange(WINDOWS) + (i - (len(all_series) - 1) / 2) * width
             art = ax.bxp(
@@ -152,7 +114,7 @@ def _box_panels(all_series: list[Series], metrics, title: str, path_stem: Path) 
                 [], [], color=COLORS[i], lw=6, alpha=0.45, label=f"{s.label} ({s.layer}, d={s.d})"
             )
         ax.set_xticks(range(WINDOWS), [window_label(w) for w in range(WINDOWS)])
-        ax.set_xlabel("percent of training")
+        ax.set_xlabel("percent of the steps trained")
         ax.set_ylabel(ylabel)
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[n:]:
@@ -160,222 +122,132 @@ def _box_panels(all_series: list[Series], metrics, title: str, path_stem: Path) 
     axes.flat[0].legend(fontsize=9, loc="upper left")
     fig.suptitle(title, fontsize=12)
     fig.tight_layout()
-    _save(fig, path_stem)
+    save_figure(fig, path_stem)
     plt.close(fig)
 
 
 def _fliers(s: Series, column: str, b: BoxStats) -> np.ndarray:
-    from normlab.analysis.windows import window_of
-
     v = s.columns[column][window_of(s.frac) == b.window]
     return v[(v < b.whisker_low) | (v > b.whisker_high)]
 
 
 def _line_panels(all_series: list[Series], metrics, title: str, path_stem: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6.2 * len(metrics), 4.0), squeeze=False)
+    plt = pyplot()
+    cols = min(len(metrics), 2)
+    rows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 4.0 * rows), squeeze=False)
     for ax, (column, ylabel) in zip(axes.flat, metrics, strict=True):
         for i, s in enumerate(all_series):
             v = s.columns[column]
             ax.plot(100 * s.frac, v, lw=0.6, alpha=0.8, color=COLORS[i], label=s.label)
         ax.set_yscale("log")
-        ax.set_xlabel("percent of training")
+        ax.set_xlabel("percent of the steps trained")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3, which="both")
     axes.flat[0].legend(fontsize=9)
     fig.suptitle(title, fontsize=12)
     fig.tight_layout()
-    _save(fig, path_stem)
+    save_figure(fig, path_stem)
     plt.close(fig)
 
 
-def _save(fig, path_stem: Path) -> None:
-    for ext in ("png", "svg"):
-        buf = io.BytesIO()
-        fig.savefig(buf, format=ext, dpi=150)
-        atomic_write(path_stem.with_suffix(f".{ext}"), lambda f, b=buf: f.write(b.getvalue()))
-
-
-def _csv(all_series: list[Series], metrics) -> str:
+def _csv(all_series: list[Series], metrics: list[str]) -> str:
     out = io.StringIO()
     fields = ["run", "layer", "d", "metric", *BoxStats.__dataclass_fields__]
     w = csv.DictWriter(out, fieldnames=fields)
     w.writeheader()
     for s in all_series:
-        for column, _ in metrics:
-            for b in _boxes(s, column):
+        for column in metrics:
+            for b in boxes(s, column):
                 w.writerow(
                     {"run": s.label, "layer": s.layer, "d": s.d, "metric": column} | b.as_row()
                 )
     return out.getvalue()
 
 
-def _ratio(a: float, b: float) -> float:
-    return a / b if b else float("nan")
-
-
-def _verdicts(base: Series, other: Series, paper_metrics, claim: str) -> list[str]:
-    """The paper's three claims, judged with thresholds stated in the text."""
-    lines = [
-        "verdicts on the paper's claims (first run = vision baseline, last run = Transformer):"
-    ]
-    for column, _ in paper_metrics:
-        ob, bb = _boxes(other, column), _boxes(base, column)
-        ratios = [_ratio(o.median, b.median) for o, b in zip(ob, bb, strict=True)]
-        if all(r >= 10 for r in ratios):
-            far = "HOLDS (>= 10x in every window)"
-        elif all(r > 1 for r in ratios):
-            far = f"PARTLY (larger in every window, but {min(ratios):.3g}x at least, not orders of magnitude)"
-        elif any(r > 1 for r in ratios):
-            far = "MIXED (larger in some windows only)"
-        else:
-            far = "DOES NOT HOLD (smaller for the Transformer in every window)"
-        lines.append(
-            f"  (1) {claim}, {column}: {far}; ratios " + ", ".join(f"{r:.3g}" for r in ratios)
-        )
-        # Outliers as a fraction of the probed steps: the runs need not have the same length.
-        o_frac = sum(b.outliers for b in ob) / max(sum(b.n for b in ob), 1)
-        b_frac = sum(b.outliers for b in bb) / max(sum(b.n for b in bb), 1)
-        o_ext = max(_ratio(b.max, b.median) for b in ob)
-        b_ext = max(_ratio(b.max, b.median) for b in bb)
-        extreme = "HOLDS" if o_ext > b_ext and o_frac >= b_frac else "DOES NOT HOLD"
-        lines.append(
-            f"  (2) extreme outliers, {column}: {extreme}; outlier share {o_frac:.1%} vs {b_frac:.1%}, "
-            f"largest max/median {o_ext:.3g} vs {b_ext:.3g}"
-        )
-        growth = _ratio(ob[-1].median, ob[0].median)
-        trend = (
-            "GROWS (>2x)" if growth > 2 else ("SHRINKS (<0.5x)" if growth < 0.5 else "ROUGHLY FLAT")
-        )
-        lines.append(
-            f"  (3) grows during training, {column} ({other.label}): {trend}; last/first "
-            f"window median {growth:.3g} (paper's variance distance: 1.37/0.0505 = 27)"
-        )
-    return lines
-
-
-def _summary(all_series: list[Series], fig: str, metrics) -> str:
-    """Median ratio (last run / first run) per window, outliers, trend, and verdicts."""
-    base, other = all_series[0], all_series[-1]
-    single = len(all_series) == 1  # e.g. bench-gpu's paper-scale ResNet-20 half of Figure 2
-    header = f"{fig}: {base.label} ({base.layer}, d={base.d})"
-    if not single:
-        header = f"{fig}: {other.label} ({other.layer}, d={other.d}) vs {base.label} ({base.layer}, d={base.d})"
-    lines = [header, ""]
+def _steps_csv(all_series: list[Series], columns: list[str]) -> str:
+    """Figure 3 per step: the logged gradients, loss_normalizer and their products."""
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["run", "step", "frac", *columns])
     for s in all_series:
-        steps = int(s.step.max()) if len(s.step) else 0
-        lines.append(
-            f"  {s.label}: {len(s.step)} probed steps up to step {steps}, "
-            f"{s.summary.get('data_source', '?')}, scale {s.summary.get('scale', '?')}"
-        )
-    lines.append("")
-    if single:
-        lines.append(f"median per window of {base.label}:")
-    else:
-        lines.append(f"median ratio {other.label} / {base.label} per window:")
-    for column, _ in metrics:
-        if single:
-            values = [b.median for b in _boxes(base, column)]
-        else:
-            ob, bb = _boxes(other, column), _boxes(base, column)
-            values = [_ratio(o.median, b.median) for o, b in zip(ob, bb, strict=True)]
-        lines.append(
-            f"  {column:14s} "
-            + "  ".join(f"{window_label(w)}: {r:9.3g}" for w, r in enumerate(values))
-        )
-    lines.append("")
-    lines.append("outliers (Tukey 1.5·IQR) per window, and max/median:")
-    for s in all_series:
-        for column, _ in metrics:
-            bx = _boxes(s, column)
-            lines.append(
-                f"  {s.label:28s} {column:14s} outliers "
-                + " ".join(f"{b.outliers:4d}" for b in bx)
-                + "   max/median "
-                + " ".join(f"{_ratio(b.max, b.median):7.3g}" for b in bx)
+        values = [s.columns.get(c, np.full(s.step.shape, np.nan)) for c in columns]
+        for i, step in enumerate(s.step):
+            w.writerow(
+                [s.label, int(step), repr(float(s.frac[i]))] + [repr(float(v[i])) for v in values]
             )
-    lines.append("")
-    lines.append("trend (median of last window / first window):")
-    for s in all_series:
-        for column, _ in metrics:
-            bx = _boxes(s, column)
-            lines.append(f"  {s.label:28s} {column:14s} {_ratio(bx[-1].median, bx[0].median):9.3g}")
-    if len(all_series) > 1 and fig in ("fig2", "fig3"):
-        lines.append("")
-        claim = "farther from running stats" if fig == "fig2" else "larger gradients"
-        lines += _verdicts(base, other, metrics[:2], claim)
-    elif len(all_series) > 1 and fig == "fig4":
-        ratios = [
-            _ratio(o.median, b.median)
-            for o, b in zip(_boxes(other, "stat_dist"), _boxes(base, "stat_dist"), strict=True)
-        ]
-        smaller = [1 / r if r else float("nan") for r in ratios]
-        verdict = (
-            "HOLDS"
-            if all(x >= 5 for x in smaller)
-            else ("PARTLY" if all(x > 1 for x in smaller) else "DOES NOT HOLD")
-        )
-        lines += [
-            "",
-            f"claim (official figure): {other.label}'s statistic distance is 5-21x smaller than "
-            f"{base.label}'s: {verdict}; {base.label}/{other.label} median per window "
-            + ", ".join(f"{x:.3g}" for x in smaller),
-        ]
-    return "\n".join(lines) + "\n"
+    return out.getvalue()
+
+
+RUN_KEYS = ("data_source", "data_detail", "scale", "wall_s", "steps", "device", "cpu", "gpu")
+
+
+def _provenance(all_series: list[Series], fig: str, made_with: dict) -> dict:
+    return {
+        "figure": fig,
+        "made_with": made_with,
+        "runs": [
+            {
+                "label": s.label,
+                "run_dir": str(s.run_dir),
+                "layer": s.layer,
+                "d": s.d,
+                "steps_trained": s.steps_trained,
+                "steps_trained_from": s.steps_source,
+            }
+            | {k: s.summary.get(k) for k in (*RUN_KEYS, "torch", "config")}
+            # over every segment of a resumed run: summary.json's own git_dirty is the first's
+            | s.provenance
+            for s in all_series
+        ],
+    }
 
 
 def make_figure(
     runs: list[tuple[str, str | Path, str | None]], fig: str, out_dir: str | Path
 ) -> Path:
-    """Write figure `fig` ("fig2" or "fig3") for runs given as (label, run_dir, layer or None)."""
+    """Write figure `fig` ("fig2", "fig3" or "fig4") for runs given as (label, run_dir, layer)."""
     if fig not in FIGURES:
         raise ValueError(f"unknown figure {fig!r}; valid: {', '.join(FIGURES)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     all_series = [load_series(label, run, layer) for label, run, layer in runs]
     paper, scale_free = FIGURES[fig]
+    summed = fig == "fig3" and all(s.has("loss_normalizer") for s in all_series)
+    drawn = [(c, MEAN_LABELS.get(c, y)) for c, y in paper] if summed else list(paper)
+    drawn += SUMMED if summed else []
     title = " vs ".join(s.label for s in all_series)
-    _box_panels(all_series, paper, f"{title}: batch vs running statistics", out_dir / fig)
+    what = "gradients of the batch statistics" if fig == "fig3" else "batch vs running statistics"
+    _box_panels(all_series, drawn, f"{title}: {what}", out_dir / fig)
     if scale_free:
         _box_panels(
             all_series, scale_free, f"{title}: scale-free variants", out_dir / f"{fig}_scale_free"
         )
-    _line_panels(all_series, paper, f"{title}: per step", out_dir / f"{fig}_lines")
-    metrics = paper + scale_free
-    atomic_write_text(out_dir / f"{fig}_boxes.csv", _csv(all_series, metrics))
-    atomic_write_text(out_dir / f"{fig}_summary.txt", _summary(all_series, fig, metrics))
+    _line_panels(all_series, drawn, f"{title}: per step", out_dir / f"{fig}_lines")
+    boxed = [c for c, _ in paper + scale_free]
+    table = boxed + RELATIVE[fig]
+    if summed:
+        table += [c for c, _ in SUMMED] + ["loss_normalizer"]
+    atomic_write_text(out_dir / f"{fig}_boxes.csv", _csv(all_series, table))
+    if fig == "fig3":
+        cols = ["grad_mean", "grad_var"]
+        if summed:
+            cols += ["loss_normalizer", "grad_mean_summed", "grad_var_summed"]
+        atomic_write_text(out_dir / f"{fig}_steps.csv", _steps_csv(all_series, cols))
+    growth_lines = None
+    if fig == "fig2" and any(s.input_scale_column for s in all_series):
+        from normlab.analysis.growth_plot import growth_figure
+
+        result = growth_analysis(all_series)
+        growth_figure(all_series, result, out_dir / "fig2_growth")
+        atomic_write_json(out_dir / "fig2_growth.json", clean_json(result))
+        growth_lines = growth_text(result)
     from normlab.tracking.provenance import environment, git_info
 
+    made_with = git_info() | {"plot_env": environment("cpu")}
+    text = summary_text(all_series, fig, table, boxed, made_with, summed, growth_lines)
+    atomic_write_text(out_dir / f"{fig}_summary.txt", text)
     atomic_write_json(
-        out_dir / "provenance.json",
-        {
-            "figure": fig,
-            "made_with": git_info() | {"plot_env": environment("cpu")},
-            "runs": [
-                {"label": s.label, "run_dir": str(s.run_dir), "layer": s.layer, "d": s.d}
-                | {
-                    k: s.summary.get(k)
-                    for k in (
-                        "git_commit",
-                        "git_dirty",
-                        "data_source",
-                        "data_detail",
-                        "scale",
-                        "wall_s",
-                        "steps",
-                        "device",
-                        "cpu",
-                        "gpu",
-                        "torch",
-                        "config",
-                    )
-                }
-                for s in all_series
-            ],
-        },
+        out_dir / "provenance.json", clean_json(_provenance(all_series, fig, made_with))
     )
     return out_dir

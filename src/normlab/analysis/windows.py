@@ -1,4 +1,8 @@
-"""Box statistics of a probe series per 20% window of training (Tukey whiskers, 1.5·IQR)."""
+"""Box statistics of a probe series per 20% window of training (Tukey whiskers, 1.5·IQR).
+
+The windows are fractions of the steps a run actually trained, not of the steps it planned: an
+early-stopped run's last window is its own last 20%, not an empty one (`trained_fraction`).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +28,13 @@ class BoxStats:
 
     def as_row(self) -> dict:
         return asdict(self)
+
+
+def trained_fraction(step: np.ndarray, steps_trained: int) -> np.ndarray:
+    """step / steps_trained: the fraction of the training a run actually did (in (0, 1])."""
+    if steps_trained <= 0:
+        raise ValueError(f"steps_trained must be positive, got {steps_trained}")
+    return np.asarray(step, dtype=float) / float(steps_trained)
 
 
 def window_of(frac: np.ndarray, windows: int = WINDOWS) -> np.ndarray:
