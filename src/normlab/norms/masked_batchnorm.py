@@ -17,7 +17,7 @@ Under `torchrun` with `distributed.sync_bn=true` (`sync_stats`), the statistics 
 real tokens of the global batch, all ranks together (see `global_stats`).
 
 `layer_scaling=True` first divides every token by its RMS over its C features, as the official
-PowerNorm code's Transformer_BN does ("LayerScaling"). It is off by default: DESIGN.md §3 explains
+PowerNorm code's Transformer_BN does ("LayerScaling"). It is off by default: docs/design.md §4 explains
 that it bounds the variance distance near 2 while the paper's figures reach 6.6.
 """
 

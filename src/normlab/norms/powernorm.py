@@ -1,7 +1,7 @@
 """PowerNorm (Shen et al., ICML 2020): BatchNorm without mean subtraction, by the quadratic mean.
 
 Per feature c, over the statistic's positions (images: N·H·W; sequences: the non-pad tokens),
-ψ²_B = mean x² is the batch's quadratic mean. Two layers (DESIGN.md §3):
+ψ²_B = mean x² is the batch's quadratic mean. Two layers (docs/design.md §4):
 
 - `pnv`, PowerNorm-Vanilla: y = γ·x/sqrt(ψ²_B + eps) + β with exact backprop through ψ_B (plain
   autograd). A running ψ² (`running_phi`) follows BN's convention, running ← (1−m)·running + m·ψ²_B,

@@ -1,4 +1,4 @@
-"""The batch-statistics probe (DESIGN.md §3): sees norm modules only, logs one row per (step, layer).
+"""The batch-statistics probe (docs/design.md §2): sees norm modules only, logs one row per (step, layer).
 
 `build_probe(cfg, model)` returns a `BatchStatsProbe` or None when `probe=none`.
 """

@@ -1,8 +1,8 @@
-"""The batch-statistics quantities of DESIGN.md §3, as plain functions of per-feature vectors.
+"""The batch-statistics quantities of docs/design.md §2, as plain functions of per-feature vectors.
 
 Inputs are 1-D tensors over the layer's d features: the batch statistics the forward pass used
 (mu_b, var_b: biased) and the running statistics as stored *before* this step's update (mu, var).
-Each function names the line of the DESIGN.md §3 table it implements.
+Each function names the line of the docs/design.md §2 table it implements.
 """
 
 from __future__ import annotations
