@@ -7,7 +7,7 @@ training batches (precise, "PreciseBN"), each evaluation batch's own (batch).
 
 Each run's summary.json gains `inference_stats`; --out gets table.md, table.csv, provenance.json.
 Every run is checked before anything is computed or written. Runs without BN running statistics
-(LN, GN, PowerNorm, ...) are skipped with one line. See normlab.eval.inference_stats.
+(LN, GN, PowerNorm, ...) are skipped with one line. See normlab.train.inference_stats.
 """
 
 from __future__ import annotations
@@ -16,16 +16,15 @@ import argparse
 import sys
 import time
 
+from normlab.analysis.inference_stats_table import to_markdown, write_results
 from normlab.errors import UserError
-from normlab.eval.inference_stats import (
+from normlab.train.inference_stats import (
     MIN_VALUES,
     MODES,
     check_options,
     check_run,
     evaluate_inference_modes,
     record_in_summary,
-    to_markdown,
-    write_results,
 )
 
 

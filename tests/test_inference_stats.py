@@ -17,13 +17,13 @@ from torch import nn
 
 from helpers import REPO, compose_config, make_fairseq_layout
 from normlab.config import validate_config
-from normlab.eval.inference_stats import (
+from normlab.eval.bn_statistics import (
     batch_statistics,
     collect_population_stats,
-    evaluate_inference_modes,
     install_population_stats,
 )
 from normlab.norms.masked_batchnorm import MaskedBatchNorm
+from normlab.train.inference_stats import evaluate_inference_modes
 from normlab.train.loop import train
 from normlab.train.tasks import TASKS
 
