@@ -20,7 +20,7 @@ export MALLOC_TRIM_THRESHOLD_ := 100000000000
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "  variables: SCALE=smoke|cpu|cpu_long|paper (default cpu), NORM=bn|ln|gn|none, SHARED=path to local data"
+	@echo "  variables: SCALE=smoke|cpu|cpu_long|long|paper (default cpu), NORM=bn|ln|gn|none, SHARED=path to local data"
 
 install: $(STAMP) ## create .venv with the pinned dependencies (idempotent)
 
