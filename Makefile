@@ -16,7 +16,7 @@ IWSLT14 ?= data.prepared_dir=$(IWSLT14_DIR)
 export MALLOC_MMAP_THRESHOLD_ := 1000000000000
 export MALLOC_TRIM_THRESHOLD_ := 100000000000
 
-.PHONY: help install test test-slow lint format cifar10 iwslt14 data-iwslt14 fig-runs fig2 fig3 fig4 table1 wandb-sync bench bench-probe bench-gpu clean-runs inference-stats
+.PHONY: help install test test-slow lint format cifar10 iwslt14 data-iwslt14 fig-runs fig2 fig3 fig4 table1 wandb-sync bench bench-probe bench-gpu clean-runs inference-stats export-runs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
@@ -79,6 +79,9 @@ INFERENCE_RUNS = $(or $(NORMLAB_RUNS),runs)
 inference-stats: install ## BN's inference statistics (ema / precise / batch) of the SCALE BN runs into results/inference_stats/SCALE
 	$(PY) scripts/inference_stats.py "$(INFERENCE_RUNS)/cifar10_resnet20/$(SCALE)/norm=bn" \
 		"$(INFERENCE_RUNS)/iwslt14_transformer/$(SCALE)/norm=bn" --out results/inference_stats/$(SCALE) $(ARGS)
+
+export-runs: install ## copy the two SCALE BN runs' small outputs (no checkpoints) to results/runs/ to commit
+	$(PY) scripts/export_run.py runs/cifar10_resnet20/$(SCALE)/norm=bn runs/iwslt14_transformer/$(SCALE)/norm=bn --out results/runs
 
 table1: install ## Table 1: sweep norm=ln,bn,pnv,pn x 3 seeds at SCALE, then results/table1/SCALE
 	$(VENV)/bin/normlab-train -m experiment=table1 scale=$(SCALE) $(IWSLT14) $(ARGS)
