@@ -216,3 +216,56 @@ def test_masked_bn_gradients_equal_autograd_with_padding(layer_scaling):
     )
     assert math.isclose(row["grad_mean"], mu_b.grad.norm().item() / d, rel_tol=1e-4)
     assert math.isclose(row["grad_var"], var_b.grad.norm().item() / d, rel_tol=1e-4)
+
+
+def test_feature_concentration_formulas():
+    from normlab.probe import stats
+
+    d = 7
+    equal, one = torch.full((d,), 2.5, dtype=torch.float64), torch.zeros(d, dtype=torch.float64)
+    one[3] = 4.0
+    assert math.isclose(stats.participation_ratio(equal).item(), d, rel_tol=1e-12)
+    assert math.isclose(stats.max_var_share(equal).item(), 1 / d, rel_tol=1e-12)
+    assert math.isclose(stats.participation_ratio(one).item(), 1.0, rel_tol=1e-12)
+    assert math.isclose(stats.max_var_share(one).item(), 1.0, rel_tol=1e-12)
+    mixed = torch.tensor([3.0, 1.0, 0.0, 0.0], dtype=torch.float64)  # (4)²/10 and 3/4
+    assert math.isclose(stats.participation_ratio(mixed).item(), 1.6, rel_tol=1e-12)
+    assert math.isclose(stats.max_var_share(mixed).item(), 0.75, rel_tol=1e-12)
+    a, b = torch.tensor([1.0, 5.0, 2.0]), torch.tensor([4.0, 1.0, 2.0])  # ‖(−3, 4, 0)‖ = 5
+    assert math.isclose(stats.l2_dist(a, b).item(), 5.0, rel_tol=1e-7)
+
+
+@pytest.mark.parametrize("concentrated", [False, True])
+def test_probe_feature_concentration_on_synthetic_inputs(concentrated):
+    torch.manual_seed(6)
+    d = 5
+    bn = _bn_with_history(d)
+    base = torch.randn(8, 1, 4, 4) * 3
+    # every channel the same values (equal variances), or all the variance in channel 2
+    x = base.repeat(1, d, 1, 1) if not concentrated else torch.zeros(8, d, 4, 4)
+    if concentrated:
+        x[:, 2:3] = base
+    probe = BatchStatsProbe(nn.Sequential(bn), gradients=False)
+    var = bn.running_var.clone().double()
+    probe.begin_step(1)
+    bn(x + 0.5)
+    (row,) = probe.end_step(1, 0, 0.0)
+    assert math.isclose(row["participation_ratio"], 1.0 if concentrated else d, rel_tol=1e-5)
+    assert math.isclose(row["max_var_share"], 1.0 if concentrated else 1 / d, rel_tol=1e-5)
+    assert row["real_fraction"] == 1.0  # no pad mask: every position is a value
+    var_b = x.double().var(dim=(0, 2, 3), unbiased=False)
+    assert math.isclose(row["var_dist_l2"], (var_b - var).norm().item(), rel_tol=1e-5)
+
+
+def test_masked_bn_rows_count_real_tokens_and_record_their_fraction():
+    from normlab.norms import norm_factory
+
+    d, lengths, width = 4, [6, 2, 3], 8
+    layer = norm_factory({"name": "bn"}, "sequence")(d)
+    x = torch.randn(3, width, d)
+    pad = torch.arange(width)[None, :] >= torch.tensor(lengths)[:, None]
+    probe = BatchStatsProbe(nn.ModuleList([layer]), gradients=False)
+    probe.begin_step(1)
+    layer(x, pad_mask=pad)
+    (row,) = probe.end_step(1, 0, 0.0)
+    assert row["count"] == sum(lengths) and row["real_fraction"] == sum(lengths) / (3 * width)

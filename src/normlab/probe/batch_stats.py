@@ -6,6 +6,15 @@ It sees norm modules only (any model built from the norm factory, or a user's ow
   (nn.BatchNorm1d/2d/3d, SyncBatchNorm, normlab's masked sequence BN). Features sit on dim 1, or on
   the dim the module names in `feature_dim` (sequence norms: -1). A `pad_mask` argument (True at
   pads) keeps pads out of every statistic.
+- A layer whose statistics run over rows derived from its input (`layer_scaling`, or
+  `pads_in_statistics` for `bn_official`, which normalizes all T·B positions with the pads
+  mean-filled) provides them through `statistic_inputs(x, pad_mask)`: μ_B, σ²_B, `count` (the
+  number of those rows: T·B for `bn_official`, the real tokens otherwise) and the gradient sums refer
+  to exactly those rows; with `pads_in_statistics` the output gradient is summed over every
+  position. `real_fraction` is the batch's share of real (non-pad) positions, 1.0 for a layer
+  called without a pad mask (images: every position is a value).
+- Feature concentration of σ²_B: `participation_ratio` (Σ_c σ²_c)²/Σ_c σ⁴_c (d: all features
+  equal, 1: one feature carries everything) and `max_var_share` max_c σ²_c/Σ_c σ²_c.
 - μ_B and σ²_B are recovered from the running-average update (snapshot before the forward, invert
   the EMA after it): two d-vector operations instead of a pass over the activations.
 - The gradients need one pass over the layer's output gradient in the backward pass:
@@ -54,6 +63,10 @@ BN_COLUMNS = (
     "grad_mean",  # (1/d)‖∂L/∂μ_B‖₂
     "grad_var",  # (1/d)‖∂L/∂σ²_B‖₂
     "batch_var_mean",  # mean_c σ²_B,c: the input's scale, which the 1/d distances track
+    "var_dist_l2",  # ‖σ²_B − σ²‖₂, unnormalized
+    "participation_ratio",  # (Σ_c σ²_B,c)² / Σ_c σ⁴_B,c: d if spread evenly, 1 if one feature
+    "max_var_share",  # max_c σ²_B,c / Σ_c σ²_B,c
+    "real_fraction",  # real (non-pad) share of the batch's positions; 1.0 without a pad mask
 )
 PN_COLUMNS = (
     "phi_dist",  # D_ψ² = (1/d)‖ψ²_B − ψ²‖₂ (paper Fig. 4), comparable with BN's var_dist
@@ -232,20 +245,25 @@ class BatchStatsProbe:
             mask = _pad_mask(args, kwargs)
             keep = None if mask is None else ~mask.bool()
             count = int(keep.sum()) if keep is not None else x.numel() // x.shape[fdim]
+            real_fraction = 1.0 if keep is None else count / keep.numel()
             if layer.kind == "pn":
                 layer._old = module.running_phi.detach().clone()
                 # grad_phi needs the normalized quantity z (after group scaling), PN-V only.
                 exact = getattr(module, "differentiates_batch_phi", False)
                 z = module.scaled_input(x.detach()) if self.gradients and exact else None
-                layer._ctx = (z, fdim, keep, count, None)
+                layer._ctx = (z, fdim, keep, count, None, real_fraction)
                 return
             grad_rows = None
-            if getattr(module, "layer_scaling", False):
-                # The statistics run over the layer's rescaled real tokens, not its raw input: take
-                # those rows (N, C), and the matching rows of the output gradient in the backward.
-                grad_rows = keep
-                x, fdim, keep = module.statistic_inputs(x, mask), 1, None
-            layer._ctx = (x, fdim, keep, count, grad_rows)
+            over_pads = getattr(module, "pads_in_statistics", False)
+            if over_pads or getattr(module, "layer_scaling", False):
+                # The statistics run over rows the layer derives from its input (its rescaled real
+                # tokens; for bn_official every position, pads mean-filled), not its raw input:
+                # take those rows (n, C), and the matching rows of the output gradient in the
+                # backward (all of them when the pads are part of the statistics).
+                grad_rows = None if over_pads else keep
+                x = module.statistic_inputs(x.detach(), mask)
+                fdim, keep, count = 1, None, x.shape[0]
+            layer._ctx = (x, fdim, keep, count, grad_rows, real_fraction)
             if layer.kind == "bn":
                 layer._old = (
                     module.running_mean.detach().clone(),
@@ -258,10 +276,10 @@ class BatchStatsProbe:
         def hook(module: nn.Module, args: tuple, kwargs: dict, out: torch.Tensor) -> None:
             if not (self.active and module.training) or not hasattr(layer, "_ctx"):
                 return
-            x, fdim, keep, count, grad_rows = layer._ctx
+            x, fdim, keep, count, grad_rows, real_fraction = layer._ctx
             del layer._ctx
             if layer.kind == "bn":
-                self._bn_row(layer, module, x, fdim, keep, count, out, grad_rows)
+                self._bn_row(layer, module, x, fdim, keep, count, out, grad_rows, real_fraction)
             elif layer.kind == "pn":
                 self._pn_row(layer, module, x, fdim, keep, count, out)
             else:
@@ -269,7 +287,9 @@ class BatchStatsProbe:
 
         return hook
 
-    def _bn_row(self, layer, module, x, fdim, keep, count, out, grad_rows=None) -> None:
+    def _bn_row(
+        self, layer, module, x, fdim, keep, count, out, grad_rows=None, real_fraction=1.0
+    ) -> None:
         old_mean, old_var = layer._old
         del layer._old
         count = getattr(module, "last_count", None) or count  # all ranks' count if synchronized
@@ -294,6 +314,10 @@ class BatchStatsProbe:
             "tid_mean": stats.tid_mean(mu, mu_b, var_b, eps),
             "tid_var": stats.tid_var(var, var_b, eps),
             "batch_var_mean": var_b.mean(),
+            "var_dist_l2": stats.l2_dist(var_b, var),
+            "participation_ratio": stats.participation_ratio(var_b),
+            "max_var_share": stats.max_var_share(var_b),
+            "real_fraction": real_fraction,
             "grad_mean": math.nan,
             "grad_var": math.nan,
         }

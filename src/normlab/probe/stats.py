@@ -21,6 +21,29 @@ def rms_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(a - b) / a.numel() ** 0.5
 
 
+def l2_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """‖a − b‖₂ unnormalized — `var_dist_l2` = ‖σ²_B − σ²‖₂ (ours: shows which width normalization,
+    if any, brings a measurement to the paper's plotted values)."""
+    return torch.linalg.vector_norm(a - b)
+
+
+def participation_ratio(var_b: torch.Tensor) -> torch.Tensor:
+    """(Σ_c σ²_c)² / Σ_c σ⁴_c of the per-feature batch variances (ours: feature concentration).
+
+    d when every feature has the same variance, 1 when one feature carries all of it; NaN when
+    every variance is zero (no spread to share).
+    """
+    return var_b.sum() ** 2 / (var_b * var_b).sum()
+
+
+def max_var_share(var_b: torch.Tensor) -> torch.Tensor:
+    """max_c σ²_c / Σ_c σ²_c: the largest single feature's share of the batch variance (ours).
+
+    1/d when every feature has the same variance, 1 when one feature carries all of it.
+    """
+    return var_b.max() / var_b.sum()
+
+
 def tid_mean(mu: torch.Tensor, mu_b: torch.Tensor, var_b: torch.Tensor, eps: float) -> torch.Tensor:
     """TID (mean) = (1/d)·Σ_c |μ_c − μ_B,c| / σ_B,c (Wang et al. 2022), σ_B with the layer's eps."""
     return ((mu - mu_b).abs() / (var_b + eps).sqrt()).mean()
