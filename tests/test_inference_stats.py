@@ -316,3 +316,32 @@ def test_transformer_bn_modes_on_the_averaged_checkpoint(tmp_path):
     task = TASKS.get("translation")(cfg, torch.device("cpu"))
     assert modes["precise"]["min_values_per_feature"] == sum(map(len, task.train_pairs[0]))
     assert modes["precise"]["batches"] == task.steps_per_epoch()
+
+
+def test_batch_mode_draws_shuffled_training_size_batches_from_a_class_sorted_test_set(
+    image_folder, monkeypatch
+):
+    """An image folder is sorted by class: evaluated in stored order, BN on batch statistics would
+    see one class per batch. Batch mode draws the test set as training draws its batches."""
+    import normlab.train.tasks.image_classification as image_task
+
+    cfg = compose_config(
+        ["experiment=cifar10_resnet20", "scale=smoke", "data.source=imagefolder",
+         f"data.root={image_folder}", "trainer.batch_size=16", "trainer.eval_batch_size=8"]
+    )  # fmt: skip
+    task = TASKS.get("image_classification")(cfg, torch.device("cpu"))
+    seen: list[torch.Tensor] = []
+
+    def record(model, batches):
+        batches = list(batches)
+        seen.extend(y for _, y in batches)
+        return {"loss": 0.0, "acc": 0.0}
+
+    monkeypatch.setattr(image_task, "evaluate_classifier", record)
+    task.evaluate_final()
+    assert all(len(set(y.tolist())) == 1 for y in seen)  # stored order: one class a batch
+    seen.clear()
+    task.evaluate_final(batch_statistics=True)
+    assert [len(y) for y in seen] == [16] * 5  # 80 test images, the training batch size
+    assert all(len(set(y.tolist())) > 1 for y in seen)
+    assert sorted(torch.cat(seen).tolist()) == sorted(task.test_data.labels.tolist())

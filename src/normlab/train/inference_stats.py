@@ -179,7 +179,7 @@ def _batch_mode(task: Any, saved: dict[str, torch.Tensor]) -> dict[str, Any]:
     hook = bn_layers(model)[0][1].register_forward_pre_hook(count, with_kwargs=True)
     try:
         with batch_statistics(model):
-            metrics = task.evaluate_final()
+            metrics = task.evaluate_final(batch_statistics=True)
     finally:
         hook.remove()
     changed = [k for k, v in bn_buffers(model).items() if not torch.equal(v, saved[k])]

@@ -36,6 +36,7 @@ class ImageClassificationTask:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.train_keys = ("acc", *scale_metrics(self.model))
         common = dict(mean=data.mean, std=data.std, device=device, channels_last=channels_last)
+        self._data_options = common
         self.train_data = ImageBatches(
             data.train_x,
             data.train_y,
@@ -76,6 +77,22 @@ class ImageClassificationTask:
         self.model.load_state_dict(ckpt["model"])
         return f"last.pt (step {ckpt['progress']['step']})"
 
-    def evaluate_final(self) -> dict[str, float]:
-        """The test metrics of the model as it is now (the run has no separate final test)."""
-        return self.evaluate()
+    def evaluate_final(self, batch_statistics: bool = False) -> dict[str, float]:
+        """The test metrics of the model as it is now (the run has no separate final test).
+
+        `batch_statistics`: BN normalizes each evaluation batch by that batch's own statistics, so
+        batches are drawn as training draws them: a fixed shuffled order, the training batch size,
+        no augmentation. The stored order would hand BN batches of a single class (an image folder
+        is sorted by class), which measures the batch's composition, not BN's statistics."""
+        if not batch_statistics:
+            return self.evaluate()
+        shuffled = ImageBatches(
+            self.test_data.images,
+            self.test_data.labels,
+            batch_size=self.train_data.batch_size,
+            seed=0,
+            augment=False,
+            **self._data_options,
+        )
+        metrics = evaluate_classifier(self.model, shuffled.epoch(0))
+        return {f"test_{k}": v for k, v in metrics.items()}

@@ -152,8 +152,10 @@ class TranslationTask:
         self.model.load_state_dict(load_checkpoint(ckpt_dir / "last.pt")["model"])
         return "last.pt"
 
-    def evaluate_final(self) -> dict[str, Any]:
-        """Valid loss and test BLEU of the model as it is now, writing no file."""
+    def evaluate_final(self, batch_statistics: bool = False) -> dict[str, Any]:
+        """Valid loss and test BLEU of the model as it is now, writing no file. Its batches are
+        length-sorted token budgets, as training's are, whether or not BN uses their statistics
+        (`batch_statistics` changes nothing here)."""
         return {**self.evaluate(), **self._test_bleu()[0]}
 
     def _test_bleu(self) -> tuple[dict[str, Any], list[str]]:
