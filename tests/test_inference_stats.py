@@ -263,7 +263,8 @@ def test_script_on_a_smoke_run_records_three_modes(image_folder, tmp_path, capsy
     precise = stats["modes"]["precise"]
     assert precise["batches"] == 4 and precise["min_values_per_feature"] == 240 * 8 * 8
     batch = stats["modes"]["batch"]["first_layer_values_per_batch"]
-    assert batch["batches"] == 1 and batch["max"] == 80 * 32 * 32  # the 80 test images at once
+    # the 80 test images drawn as training batches of the smoke preset's 64: 64 + 16
+    assert batch["batches"] == 2 and batch["max"] == 64 * 32 * 32 and batch["min"] == 16 * 32 * 32
     rows = list(csv.DictReader((out / "table.csv").read_text().splitlines()))
     assert [r["mode"] for r in rows] == ["ema", "precise", "batch"]
     assert float(rows[1]["test_acc"]) == precise["test_acc"]
