@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from PIL import Image
@@ -67,3 +68,123 @@ def run_smoke_sweep(image_folder: Path, runs: Path, *overrides: str):
     ]  # fmt: skip
     env = {**os.environ, "NORMLAB_RUNS": str(runs), "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
+
+
+def run_cli_batch(cases: list[dict], env: dict[str, str], prefix: list[str] = ()) -> list[dict]:
+    """`normlab-train` command lines (each {"argv": [...], "env": {...}}) run one after the other
+    in one Python process (tests/cli_batch.py), optionally inside `prefix` (an `unshare` that mounts
+    something first); returns {"rc", "stdout", "stderr"} per case, as a terminal would show them."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cases_path, results_path = os.path.join(tmp, "cases.json"), os.path.join(tmp, "out.json")
+        with open(cases_path, "w") as f:
+            json.dump(cases, f)
+        cmd = [*prefix, sys.executable, str(REPO / "tests" / "cli_batch.py"), cases_path]
+        full_env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
+        proc = subprocess.run(
+            [*cmd, results_path], capture_output=True, text=True, cwd=REPO, env=full_env
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        with open(results_path) as f:
+            return json.load(f)
+
+
+def can_unshare() -> bool:
+    """Whether this machine lets us make a private mount namespace (user namespaces), in which a
+    folder can be mounted read-only or a tiny tmpfs can fill up, for root and non-root alike."""
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        return False
+    probe = ["unshare", "-Urm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt 2>/dev/null"]
+    return subprocess.run(probe, capture_output=True).returncode == 0
+
+
+def namespace(read_only: tuple = (), tmpfs: tuple = ()) -> list[str]:
+    """A command prefix: a private mount namespace where each folder of `read_only` is mounted
+    read-only over itself and each (folder, size) of `tmpfs` is an empty tmpfs of that size."""
+    import shlex
+
+    mounts = [f"mount --bind -o ro {shlex.quote(str(p))} {shlex.quote(str(p))}" for p in read_only]
+    mounts += [f"mount -t tmpfs -o size={size} tmpfs {shlex.quote(str(p))}" for p, size in tmpfs]
+    return ["unshare", "-Urm", "sh", "-c", " && ".join([*mounts, 'exec "$@"']), "sh"]
+
+
+def snapshot(*roots: Path) -> dict[str, tuple]:
+    """Every path under `roots` with its mode and, for files, its bytes: equal snapshots mean
+    nothing was created, deleted or changed."""
+    state: dict[str, tuple] = {}
+    for root in roots:
+        if not root.exists():
+            state[str(root)] = ("absent",)
+            continue
+        for path in sorted([root, *root.rglob("*")]):
+            mode = path.lstat().st_mode
+            data = path.read_bytes() if path.is_file() and not path.is_symlink() else b""
+            state[str(path)] = (mode, data)
+    return state
+
+
+# Word-for-word toy languages for raw parallel text: diacritics, ligatures, Greek and Cyrillic.
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+LEXICON = {
+    "fr": _words("élève garçon œuvre naïve château façade où déjà très noël forêt cœur"),
+    "el": _words("μαθητής αγόρι έργο αφελής κάστρο πρόσοψη πού ήδη πολύ χριστούγεννα δάσος καρδιά"),
+    "ru": _words("ученик мальчик работа наивный замок фасад где уже очень рождество лес сердце"),
+    "en": _words("pupil boy work naive castle facade where already very christmas forest heart"),
+}
+
+
+def make_raw_corpus(root: Path, src: str, tgt: str, sizes: dict[str, int], seed: int = 0) -> Path:
+    """Raw `{split}.{src,tgt}` text: capitalized sentences with punctuation, untokenized."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n in sizes.items():
+        lines = {src: [], tgt: []}
+        for _ in range(n):
+            idx = rng.integers(0, len(LEXICON["en"]), size=int(rng.integers(3, 9)))
+            for lang in (src, tgt):
+                words = [LEXICON[lang][i] for i in idx]
+                lines[lang].append(" ".join(words).capitalize() + ("?" if idx[0] % 2 else "."))
+        for lang in (src, tgt):
+            (root / f"{split}.{lang}").write_text("\n".join(lines[lang]) + "\n", encoding="utf-8")
+    return root
+
+
+TOKEN_PAD, TOKEN_EOS, TOKEN_VOCAB = 1, 2, 40
+
+
+def token_batch(lengths: list[int], width: int, seed: int, left: bool = False) -> torch.Tensor:
+    """Rows of random real tokens (ids 4..TOKEN_VOCAB-1) ending in EOS, padded to `width`."""
+    g = torch.Generator().manual_seed(seed)
+    out = torch.full((len(lengths), width), TOKEN_PAD)
+    for i, n in enumerate(lengths):
+        ids = torch.randint(4, TOKEN_VOCAB, (n - 1,), generator=g)
+        row = torch.cat([ids, torch.tensor([TOKEN_EOS])])
+        if left:
+            out[i, width - n :] = row
+        else:
+            out[i, :n] = row
+    return out
+
+
+def assert_cached_decoding_matches(model: torch.nn.Module, src_lengths: list[int]) -> None:
+    """Decoding step by step with the cache gives the full decoder's outputs, position by
+    position, and so does each step recomputed without a cache."""
+    src, prev = token_batch(src_lengths, 6, 0), token_batch([6] * len(src_lengths), 6, 1)
+    enc, cache = model.encode(src), model.new_cache()
+    full = model.decode(prev, enc)
+    for t in range(1, 7):
+        step = model.decode_step(prev[:, :t], enc, cache)
+        torch.testing.assert_close(step, full[:, t - 1], rtol=0, atol=1e-5)
+        torch.testing.assert_close(step, model.decode_step(prev[:, :t], enc), rtol=0, atol=1e-5)
+    assert cache.steps == 6

@@ -56,3 +56,18 @@ def test_wandb_sync_lists_offline_runs_when_not_logged_in(
     assert mod.main([str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
     assert "1 offline wandb run(s)" in out and "not logged in" in out
+
+
+def test_a_resumed_run_continues_the_same_wandb_run(smoke_overrides, tmp_path, monkeypatch):
+    """Issue 12 item 14: the wandb run id is kept in the run directory, so the rerun that resumes
+    a cut-off run logs to the same wandb run instead of a second one."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    overrides = [*smoke_overrides, "logger=wandb", "logger.mode=offline", "trainer.max_steps=4"]
+    cut = train(compose_config([*overrides, "trainer.simulate_interrupt_at_step=2"]), tmp_path)
+    assert cut["status"] == "interrupted"
+    saved = (tmp_path / "wandb_id").read_text().strip()
+    assert train(compose_config(overrides), tmp_path)["resumed"] == 1
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    # offline-run-<time>-<id>[-1]: the same id both times (wandb adds -1 to a repeated folder name)
+    assert len(runs) == 2 and all(f"-{saved}" in r.name for r in runs), runs

@@ -3,7 +3,8 @@
 Before Hydra composes anything, the command line is checked, so a mistake fails in one sentence
 before any job is launched: a `group=value` naming no file in configs/ (`norm=bnn`), a key that no
 config has (`trainer.epochz=1,2`), and a launcher that cannot start (`launcher=slurm` without the
-submitit plugin, or without a partition).
+submitit plugin, or without a partition). Then `normlab.launch` checks the run itself (its config's
+values, its run directory) before Hydra writes anything, and runs the job.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import difflib
 import hashlib
 import importlib.util
 import itertools
+import os
 import re
 import sys
 from pathlib import Path
@@ -49,7 +51,6 @@ def run_name(override_dirname: str) -> str:
 
 def threads_per_job(n_jobs: int) -> int:
     """Torch threads for each of `n_jobs` parallel jobs on this machine's cores (at least 1)."""
-    import os
 
     return max(1, (os.cpu_count() or 1) // max(1, int(n_jobs)))
 
@@ -95,7 +96,7 @@ def _is_multirun(argv: list[str]) -> bool:
     return any(a in ("-m", "--multirun") for a in argv)
 
 
-def _parse_overrides(argv: list[str]) -> list | None:
+def parse_overrides(argv: list[str]) -> list | None:
     """Hydra's own parse of the `key=value` arguments; None if Hydra would reject them anyway."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -121,7 +122,7 @@ def check_launcher(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
     every `???` of its file (SLURM's partition) set on the command line."""
     given = {
         o.key_or_group
-        for o in _parse_overrides(argv) or []
+        for o in parse_overrides(argv) or []
         if not o.is_delete() and o.key_or_group.startswith("hydra.launcher.")
     }
     for arg in argv:
@@ -192,7 +193,7 @@ def check_override_keys(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
     first value), so a key that only some norm or experiment has passes; Hydra itself reports a
     job whose combination lacks it.
     """
-    overrides = _parse_overrides(argv)
+    overrides = parse_overrides(argv)
     if overrides is None or any(a.startswith(("-cn", "--config", "-cp", "-cd")) for a in argv):
         return
     groups: dict[str, list[str]] = {}
@@ -249,39 +250,47 @@ def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from normlab.config import validate_config
-    from normlab.train.loop import train
+    from normlab.launch import report, run_job, shown, storage_error
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        validate_config(cfg)
-        summary = train(cfg, run_dir)
+        try:
+            summary = run_job(cfg, run_dir)
+        except OSError as os_err:
+            err = storage_error(os_err, run_dir)
+            if err is None:
+                raise
+            raise err from None
     except UserError as err:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             # One failing job (a diverged BN Transformer, say) must not stop the rest of a sweep.
-            print(f"normlab: job {run_dir} failed: {err}", file=sys.stderr)
+            print(f"normlab: job {shown(run_dir)} failed: {err}", file=sys.stderr)
             return
         _fail(err)
         return
-    status = summary["status"]
-    if status == "interrupted":
-        print(f"interrupted; rerun the same command to resume from {run_dir}/checkpoints/last.pt")
+    if summary is None:
+        return
+    if summary["status"] == "interrupted":
+        ckpt = shown(run_dir / "checkpoints" / "last.pt")
+        print(f"interrupted; rerun the same command to resume from {ckpt}")
         sys.exit(143)
-    metrics = ", ".join(
-        f"{k}={summary[k]:.4g}"
-        for k in ("test_acc", "test_loss", "bleu", "sacrebleu", "valid_loss")
-        if k in summary
-    )
-    print(f"{status}: {run_dir} ({metrics}, {summary['steps']} steps, {summary['wall_s']:.0f} s)")
+    report(summary, run_dir)
 
 
 def main() -> None:
-    argv = sys.argv[1:]
+    from normlab.launch import check_sweep_writable, preflight, quote_path_overrides
+
+    argv = quote_path_overrides(sys.argv[1:])
+    sys.argv[1:] = argv  # what Hydra parses
     try:
         check_group_overrides(argv)
         check_launcher(argv)
         check_override_keys(argv)
+        if _is_multirun(argv):
+            check_sweep_writable(argv)
+        elif preflight(argv):
+            return
     except UserError as err:
         _fail(err)
     _hydra_main()

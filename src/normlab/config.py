@@ -6,11 +6,13 @@ types inside YAML files (a preset that says `trainer.epoch`), each as one senten
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from normlab.errors import UserError
 
@@ -43,30 +45,88 @@ class RunConfig:
     resume: str = "auto"
 
 
-def _check_schema(schema: type, node: Any, where: str) -> None:
+_KINDS = {
+    int: ("a whole number", "10"),
+    float: ("a number", "0.5"),
+    bool: ("true or false", "true"),
+}
+
+
+def _expected(schema: type, key: str) -> tuple[str, str]:
+    """What a schema field takes, in words, and an example value: ('a whole number', '10')."""
+    hint = typing.get_type_hints(schema).get(key)
+    args = typing.get_args(hint) or (hint,)
+    for kind, (words, example) in _KINDS.items():
+        if kind in args:
+            return (f"{words} (or null)" if type(None) in args else words), example
+    return "a string", "auto"
+
+
+def _check_schema(schema: type, node: Any, where: str, prefix: str = "") -> None:
+    """One sentence naming the key, its value and the fix, for a wrong type or an unknown key."""
     try:
         OmegaConf.merge(OmegaConf.structured(schema), node)
     except OmegaConfBaseException as err:
+        key = str(getattr(err, "full_key", "") or "")
+        name = f"{prefix}{key}"
+        if isinstance(err, ConfigKeyError) and key:
+            valid = ", ".join(prefix + f.name for f in dataclasses.fields(schema))
+            raise UserError(
+                f"invalid {where} config: there is no key {name}; valid keys: {valid}"
+            ) from None
+        if key and key in node:
+            words, example = _expected(schema, key)
+            raise UserError(
+                f"invalid {where} config: {name}={node[key]!r} is not {words}; "
+                f"give {words}, e.g. {name}={example}"
+            ) from None
         msg = str(err).splitlines()[0]
         raise UserError(f"invalid {where} config: {msg}") from None
 
 
+def _missing_keys(cfg: DictConfig) -> list[str]:
+    """Dotted keys still at `???` (a config that needs the user to give a value)."""
+    missing: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        for key, value in node.items():
+            if value == "???":
+                missing.append(f"{prefix}{key}")
+            elif isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return missing
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Every check that can be made before data is loaded or a model is built."""
-    from normlab.data import DATASETS
-    from normlab.models import MODELS
+    from normlab.data import check_dataset_config
+    from normlab.models import MODELS, check_model_norm
     from normlab.norms import check_norm_config
+    from normlab.train.optim import check_optim_config
     from normlab.train.tasks import TASKS
 
-    _check_schema(TrainerConfig, cfg.trainer, "trainer")
+    if missing := _missing_keys(cfg):
+        raise UserError(f"{missing[0]} is not set; add {missing[0]}=<value> to the command line")
+    _check_schema(TrainerConfig, cfg.trainer, "trainer", "trainer.")
     top = {k: cfg[k] for k in ("experiment_name", "task", "seed", "device", "resume")}
     _check_schema(RunConfig, top, "top-level")
     if cfg.resume not in ("auto", "never"):
         raise UserError(f"resume={cfg.resume!r} is not valid; use resume=auto or resume=never")
-    for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
-        if int(cfg.trainer[key]) < 1:
+    for key in ("epochs", "batch_size", "eval_batch_size", "eval_every", "max_steps"):
+        if cfg.trainer[key] is not None and int(cfg.trainer[key]) < 1:
             raise UserError(f"trainer.{key}={cfg.trainer[key]} must be at least 1")
+    if str(cfg.device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"device={cfg.device} was asked for but no CUDA GPU is visible; use device=cpu"
+            )
     TASKS.get(str(cfg.task))
     MODELS.get(str(cfg.model.name))
-    DATASETS.get(str(cfg.data.name))
+    check_model_norm(str(cfg.model.name), str(cfg.norm.name))
+    check_dataset_config(cfg.data)
     check_norm_config(cfg.norm)
+    check_optim_config(cfg.optim)

@@ -34,20 +34,36 @@ def job_status(run_dir: Path, started: float) -> str:
     return "failed before its first checkpoint"
 
 
+MARKER = ".job."  # <sweep dir>/.job.<job folder name>: touched when a job of a sweep starts
+
+
 def sweep_report(sweep_dir: Path, started: float) -> dict[str, str]:
-    """Status of every job folder in `sweep_dir` that this sweep touched (by modification time)."""
+    """Status of every job folder in `sweep_dir` that this sweep started (by its marker's time).
+
+    The markers are files beside the run directories, not in them: a job that is skipped
+    (complete) or refused writes nothing into its run directory."""
     report = {}
-    for run_dir in sorted(p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()):
-        # Hydra rewrites .hydra/overrides.yaml when a job starts in the folder.
-        marker = run_dir / ".hydra" / "overrides.yaml"
-        if marker.exists() and marker.stat().st_mtime >= started - 1:
-            report[run_dir.name] = job_status(run_dir, started)
+    for marker in sorted(sweep_dir.glob(f"{MARKER}*")):
+        if marker.stat().st_mtime >= started - 1:  # a refused new job's folder is removed
+            name = marker.name[len(MARKER) :]
+            report[name] = job_status(sweep_dir / name, started)
     return report
 
 
 class SweepReport(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time()
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.types import RunMode
+
+        hydra_cfg = config.hydra
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            return
+        job_dir = Path(hydra_cfg.runtime.output_dir)
+        marker = Path(hydra_cfg.sweep.dir) / f"{MARKER}{job_dir.name}"
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

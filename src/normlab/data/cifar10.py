@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from normlab.data import DATASETS, default_cache_dir
 from normlab.errors import UserError
-from normlab.io_utils import atomic_write
+from normlab.io_utils import atomic_write, remove_stale_temporaries
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -125,6 +125,8 @@ def _describe_folder(root: Path, listing: dict[str, list[tuple[Path, int]]]) -> 
 
 
 def _load_cached(cache_file: Path) -> dict | None:
+    if cache_file.parent.is_dir():  # a writer killed mid-write leaves its temp file behind
+        remove_stale_temporaries(cache_file.parent, f".{cache_file.name}.*.tmp")
     if not cache_file.exists():
         return None
     try:
@@ -213,6 +215,14 @@ def load_cifar10(
         blob = _from_torchvision(root_path, cache, download)
     else:
         raise UserError(f"unknown data.source {source!r}; valid sources: imagefolder, torchvision")
+    for key, limit in (("train_limit", train_limit), ("test_limit", test_limit)):
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise UserError(
+                f"data.{key}={limit!r} is not a positive number of images; give one "
+                f"(e.g. data.{key}=512) or null for all"
+            )
     train_x, train_y = _subset(blob["train_x"], blob["train_y"], train_limit)
     test_x, test_y = _subset(blob["test_x"], blob["test_y"], test_limit)
     detail = f"{len(train_y)} train / {len(test_y)} test images from {root_path} ({source})"

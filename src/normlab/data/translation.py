@@ -10,12 +10,16 @@ Three sources behind one config:
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from normlab.data import DATASETS
 from normlab.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,6 +47,27 @@ def _drop_long(ds, max_positions: int):
     return ds.select(keep) if len(keep) < len(ds) else ds, len(ds) - len(keep)
 
 
+def _skip_long(ds, max_positions: int, sides: tuple[str, ...], where) -> tuple[Any, str]:
+    """`ds` without the pairs the model cannot take (a side longer than `max_positions` tokens),
+    and a note naming them (file and line, via `where(row)`) for the log and the run's summary.
+    Valid pairs feed both sides to the model; of a test pair only the source is (the target is
+    the BLEU reference), so a long reference alone is kept."""
+    lengths = [[len(x) for x in ds[side]] for side in sides]
+    long_rows = [i for i in range(len(ds)) if any(n[i] > max_positions for n in lengths)]
+    if not long_rows:
+        return ds, ""
+    named = ", ".join(
+        f"{where(i)} ({max(n[i] for n in lengths):,} tokens)" for i in long_rows[:3]
+    ) + (f" and {len(long_rows) - 3} more" if len(long_rows) > 3 else "")
+    note = (
+        f"{len(long_rows)} pair(s) longer than data.max_positions={max_positions} tokens "
+        f"skipped: {named}"
+    )
+    log.warning(note)
+    keep = sorted(set(range(len(ds))) - set(long_rows))
+    return ds.select(keep), note
+
+
 def assemble(
     prepared,
     train_split: str,
@@ -54,10 +79,23 @@ def assemble(
     test_limit: int | None,
     max_positions: int,
     label: str,
+    line_files: dict[str, str] | None = None,
 ) -> TranslationData:
+    """The training, validation and test pairs of a prepared corpus as the run uses them.
+    `line_files[split]` names the file whose line i+1 is row i of that split (for messages)."""
     from normlab.data.iwslt14 import split_holdout
 
     splits = prepared.splits
+    line_files = line_files or {
+        name: str(prepared.text_dir / f"{name}.{prepared.src_lang}") for name in splits
+    }
+
+    def line_of(split: str):
+        where = line_files[split]
+        if "{n}" not in where:
+            where += " line {n}"
+        return lambda i: where.format(n=i + 1)
+
     for role, name in (("train", train_split), ("test", test_split)):
         if name not in splits:
             raise UserError(
@@ -67,6 +105,9 @@ def assemble(
     train = splits[train_split]
     if holdout:
         train, valid = split_holdout(train, holdout, holdout_seed)
+        valid, valid_note = _skip_long(
+            valid, max_positions, ("src", "tgt"), lambda i: f"held-out pair {i + 1}"
+        )
         valid_desc = f"{len(valid)} pairs held out of {train_split}"
     else:
         if valid_split not in splits:
@@ -74,14 +115,20 @@ def assemble(
                 f"data.valid_split={valid_split!r} is not among the prepared splits; use one of "
                 f"{', '.join(splits)} or hold pairs out of the training split with data.holdout=N"
             )
-        valid = splits[valid_split]
+        valid, valid_note = _skip_long(
+            splits[valid_split], max_positions, ("src", "tgt"), line_of(valid_split)
+        )
         valid_desc = f"{valid_split} ({len(valid)} pairs)"
     train = _limit(train, train_limit)
     train, dropped = _drop_long(train, max_positions)
-    test = _limit(splits[test_split], test_limit)
+    # Every split is checked here, at load time: a test source the model cannot take would
+    # otherwise fail at beam search, after the whole run.
+    test, test_note = _skip_long(
+        _limit(splits[test_split], test_limit), max_positions, ("src",), line_of(test_split)
+    )
     test_desc = f"{test_split} ({len(test)} pairs" + (
         f", the first {test_limit} of {len(splits[test_split])})"
-        if len(test) < len(splits[test_split])
+        if test_limit is not None and test_limit < len(splits[test_split])
         else ")"
     )
     detail = (
@@ -89,6 +136,9 @@ def assemble(
         f"valid: {valid_desc}; test: {test_desc}; dictionary: {len(prepared.dictionary)} symbols "
         f"from {', '.join(prepared.dict_source)}"
     )
+    for role, note in (("valid", valid_note), ("test", test_note)):
+        if note:
+            detail += f"; {role}: {note}"
     return TranslationData(
         prepared.dictionary, train, valid, test, prepared.src_lang, prepared.tgt_lang, label, detail
     )
@@ -166,28 +216,75 @@ def load_parallel_text(
     test_limit: int | None = None,
     max_positions: int = 1024,
     workers: int = 1,
+    train_split: str = "train",
+    valid_split: str = "valid",
+    test_split: str = "test",
 ) -> TranslationData:
     from normlab.data.iwslt14 import prepare_parallel_text
 
+    raw = Path(os.path.expanduser(str(dir)))
+    _check_raw_splits(raw, str(src), str(tgt), train_split, test_split, holdout, valid_split)
     prepared = prepare_parallel_text(
-        Path(os.path.expanduser(dir)),
-        src,
-        tgt,
+        raw,
+        str(src),
+        str(tgt),
         out_dir=out_dir,
         cache_dir=_cache(cache_dir),
         bpe_codes=bpe_codes,
         merges=merges,
         workers=workers,
     )
+    # Row i of a split is line i+1 of its raw file, except for a valid split carved out of the
+    # cleaned training pairs (no valid files given) and train itself (cleaned).
+    line_files = {split: str(raw / f"{split}.{src}") for split in prepared.splits}
+    line_files["train"] = "cleaned training pair {n}"
+    if not (raw / f"valid.{src}").exists():
+        line_files["valid"] = "valid pair {n} (every 23rd cleaned training pair)"
     return assemble(
         prepared,
-        "train",
-        "valid",
-        "test",
+        train_split,
+        valid_split,
+        test_split,
         holdout,
         holdout_seed,
         train_limit,
         test_limit,
         max_positions,
-        f"parallel text {src}-{tgt} from {dir}",
+        f"parallel text {src}-{tgt} from {raw}",
+        line_files,
     )
+
+
+def _check_raw_splits(
+    raw: Path,
+    src: str,
+    tgt: str,
+    train_split: str,
+    test_split: str,
+    holdout: int,
+    valid_split: str,
+) -> None:
+    """Fail before tokenizing anything if a split the run needs has no files."""
+    from normlab.data.iwslt14.prepared import SPLITS
+
+    if not raw.is_dir():
+        raise UserError(
+            f"data.dir={raw} is not a folder; point it at the folder holding train.{src}, "
+            f"train.{tgt}, test.{src} and test.{tgt}"
+        )
+    roles = {"train": train_split, "test": test_split} | ({} if holdout else {"valid": valid_split})
+    for role, split in roles.items():
+        if split not in SPLITS:
+            raise UserError(
+                f"data.{role}_split={split!r} is not a split of a parallel corpus; use one of "
+                f"{', '.join(SPLITS)}"
+            )
+        files = [raw / f"{split}.{lang}" for lang in (src, tgt)]
+        if split != "valid" and not all(f.exists() for f in files):
+            missing = [f.name for f in files if not f.exists()]
+            why = "the run ends with BLEU on it" if role == "test" else f"the {role} split"
+            raise UserError(
+                f"{raw} has no {' and no '.join(missing)} ({why}); add "
+                f"{'it' if len(missing) == 1 else 'them'}: raw text, one sentence per line, "
+                "paired line by line"
+            )

@@ -29,5 +29,21 @@ def build_model(cfg: Mapping[str, Any], norm: NormFactory, **task_options: Any) 
         raise UserError(f"model {cfg['name']!r} rejected its options: {err}") from None
 
 
+def check_model_norm(model_name: str, norm_name: str) -> None:
+    """Refuse, before anything runs, a norm that a model's builder declares it cannot train with
+    (`builder.refused_norms = {norm name: the sentence saying why and what to use instead}`)."""
+    builder = MODELS.get(model_name)
+    reason = getattr(builder, "refused_norms", {}).get(norm_name)
+    if reason:
+        raise UserError(reason)
+
+
+def model_norm_note(model_name: str, norm_name: str, lr: float) -> str | None:
+    """What a model's builder says about training with a norm at this lr, to print once at start:
+    `builder.norm_notes = {norm name: (highest lr that needs no note, the note)}`."""
+    highest, note = getattr(MODELS.get(model_name), "norm_notes", {}).get(norm_name, (None, None))
+    return note if highest is not None and lr > highest else None
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

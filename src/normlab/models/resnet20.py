@@ -94,3 +94,35 @@ def build_resnet20(
     norm: NormFactory, num_classes: int = 10, blocks_per_stage: int = 3
 ) -> nn.Module:
     return ResNetCifar(norm, blocks_per_stage=blocks_per_stage, num_classes=num_classes)
+
+
+# PowerNorm (Algorithm 2) was measured on the CIFAR-10 subset at the cpu recipe (lr 0.1, batch
+# 128): NaN at step 3 without a warmup (its first forward divides by the initial running psi = 1,
+# i.e. the net is unnormalized, as with norm=none); NaN at step 13 after a 10-step batch-statistics
+# warmup (the stem's psi^2 grows 25x in those steps and the running value lags it, a lag that
+# compounds through 19 stacked norms); no NaN in 160 steps after a 100-step warmup but loss at
+# chance (2.25), because the approximate backward, whose nu starts at 0, adds a radial gradient
+# that inflates the conv weights 6x in 30 steps (BN: 2x) and so divides the effective lr by ~36;
+# with a linear LR warmup as well (as the official code always has): NaN at step 113, just after
+# a 100-step warmup, trained to step 170 after a 50-step one. Not reliable, hence refused.
+build_resnet20.refused_norms = {
+    "pn": (
+        "norm=pn cannot train model=resnet20: PowerNorm's forward divides by the previous step's "
+        "running psi, which through ResNet-20's 19 stacked norms lags the fast-moving convolution "
+        "statistics at lr 0.1 until the loss becomes NaN, even after a batch-statistics and an "
+        "LR warmup (the official PowerNorm has no image version); use norm=pnv, PowerNorm with "
+        "batch statistics, for images"
+    )
+}
+
+# Without any norm, ResNet-20's residual branches add up unnormalized (the activations' scale
+# doubles per block at He et al.'s init), so the recipe's lr 0.1, which assumes BN, gives a NaN
+# loss at step 4 on the CIFAR-10 subset at smoke scale; lr 0.01, 0.02 and 0.05 did not diverge.
+build_resnet20.norm_notes = {
+    "none": (
+        0.05,
+        "norm=none leaves ResNet-20 without normalization, and lr 0.1 (He et al.'s, which "
+        "assumes BN) makes its loss NaN within a few steps; if it does, rerun with a smaller lr, "
+        "e.g. optim.lr=0.02",
+    )
+}

@@ -26,3 +26,18 @@ def build_probe(cfg: Mapping[str, Any] | None, model: nn.Module):
         gradients=cfg.get("gradients", True),
         ln_drift=cfg.get("ln_drift", True),
     )
+
+
+def probe_note(probe: Any, norm_name: str) -> str | None:
+    """A line to print once at start when the probe will record no batch statistics (the model
+    has no BN-family layer), so that an empty probe/ folder is not a surprise; else None."""
+    if probe is None:
+        return None
+    kinds = {layer.kind for layer in probe.layers}
+    if kinds & {"bn", "pn"}:
+        return None
+    what = "only the LN layers' drift" if "ln" in kinds else "nothing"
+    return (
+        f"norm={norm_name} leaves this model without a BN-family layer, so the batch-statistics "
+        f"probe records {what} (probe=none turns it off)"
+    )

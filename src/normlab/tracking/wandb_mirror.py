@@ -7,10 +7,14 @@ run never blocks on the network; `wandb sync` uploads offline runs later.
 from __future__ import annotations
 
 import os
+import secrets
+import string
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from normlab.io_utils import atomic_write_text
 
 
 def _logged_in() -> bool:
@@ -18,6 +22,25 @@ def _logged_in() -> bool:
         return True
     netrc = Path(os.path.expanduser("~/.netrc"))
     return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+ID_FILE = "wandb_id"  # in the run directory: a resumed run continues the same wandb run
+
+
+def run_id(cfg: Mapping[str, Any], run_dir: Path) -> str:
+    """`logger.id` if given, else the id saved in the run directory, else a new one saved there
+    (so that rerunning a cut-off command resumes its wandb run instead of starting a second)."""
+    if cfg.get("id"):
+        return str(cfg["id"])
+    path = Path(run_dir) / ID_FILE
+    if path.exists():
+        saved = path.read_text().strip()
+        if saved:
+            return saved
+    # wandb's own ids: 8 characters of [a-z0-9] (its helper for them moved between versions)
+    new = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+    atomic_write_text(path, new + "\n")
+    return new
 
 
 class WandbMirror:
@@ -38,7 +61,7 @@ class WandbMirror:
                 config=config,
                 mode=mode,
                 resume="allow",
-                id=cfg.get("id"),
+                id=run_id(cfg, run_dir),
             )
             # Every series is plotted against the training step (also after a resume).
             self.run.define_metric("train/step")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from normlab.errors import UserError
-from normlab.io_utils import atomic_write
+from normlab.io_utils import DiskFullError, atomic_write
 
 FORMAT = 1
 
@@ -61,7 +61,35 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    atomic_write(path, lambda f: torch.save({"format": FORMAT, **payload}, f))
+    """Write atomically: a failed write (disk full) leaves the previous checkpoint as it was."""
+    try:
+        atomic_write(path, lambda f: torch.save({"format": FORMAT, **payload}, f))
+    except DiskFullError as err:
+        last = path.parent / "last.pt"
+        raise disk_full_error(Path(err.filename or path), last) from None
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step a checkpoint was written at, read without loading its tensors; None if absent."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        return int(ckpt["progress"]["step"])
+    except Exception:  # noqa: BLE001 - absent or unreadable: no step to name
+        return None
+
+
+def disk_full_error(where: Path, last: Path) -> UserError:
+    """The sentence for a write that found the disk full, naming what is still intact."""
+    step = checkpoint_step(last)
+    kept = (
+        f"the last checkpoint {last} (step {step}) is intact"
+        if step is not None
+        else "no checkpoint had been written yet"
+    )
+    return UserError(
+        f"disk full at {where}; {kept}; free some space on that disk and rerun the same command "
+        "to resume"
+    )
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from normlab.errors import TrainingDiverged, UserError
 from normlab.io_utils import atomic_write_json, atomic_write_text
 from normlab.models import count_parameters
 from normlab.norms.global_stats import synchronize_batch_stats
-from normlab.probe import build_probe
+from normlab.probe import build_probe, probe_note
 from normlab.probe.batch_stats import BN_COLUMNS, DRIFT_COLUMNS, PN_COLUMNS
 from normlab.probe.store import ProbeStore
 from normlab.tracking.metrics_file import MetricsFile
@@ -41,7 +42,7 @@ from normlab.train.checkpoint import (
 from normlab.train.interrupt import StopRequests
 from normlab.train.optim import build_optimizer, build_scheduler
 from normlab.train.precision import amp_dtype, precision_name
-from normlab.train.run_dir import RunDirLock
+from normlab.train.run_dir import RunDirLock, remove_stale_run_temporaries
 from normlab.train.tasks import TASKS
 
 PROBE_SERIES = (*BN_COLUMNS, *PN_COLUMNS, *DRIFT_COLUMNS)  # mirrored to wandb per layer
@@ -134,6 +135,8 @@ class _Run:
 
     def _execute(self) -> dict[str, Any]:
         cfg, world = self.cfg, self.world
+        if world.main:  # under the run's lock: a temp file here is a killed writer's leftover
+            remove_stale_run_temporaries(self.dir)
         self.device = pick_device(str(cfg.device), world.local_rank)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         self.task = TASKS.get(str(cfg.task))(cfg, self.device)
@@ -148,6 +151,8 @@ class _Run:
         if cfg.trainer.get("compile"):
             self.model.compile()  # in place: state_dict keys and the probe's hooks stay as they are
         self.probe = build_probe(cfg.get("probe"), self.model)
+        if world.main and (note := probe_note(self.probe, str(cfg.norm.name))):
+            print(f"normlab: note: {note}", file=sys.stderr)
         if self.probe is not None and world.sync_bn and world.distributed:
             self.probe.reduce_grad_sums = distributed.all_reduce_mean
         # Rank 0's rows in probe/; with per-rank BN each other rank's own in probe/rank<r>/ (with
@@ -388,7 +393,8 @@ class _Run:
                 self.step,
             )
 
-    def _diverged(self, value: float) -> None:
+    def _diverged(self, value: float, what: str = "the training loss", step: int = 0) -> None:
+        step = step or self.step + 1
         self.metrics.flush()
         if self.ckpt_path.exists():
             kept = f"the last good checkpoint {self.ckpt_path} (step {load_checkpoint(self.ckpt_path)['progress']['step']}) is kept"
@@ -396,10 +402,10 @@ class _Run:
             kept = "no checkpoint had been written yet"
         atomic_write_json(
             self.dir / "summary.json",
-            {"status": "diverged", "diverged_at_step": self.step + 1, "config": self.config},
+            {"status": "diverged", "diverged_at_step": step, "config": self.config},
         )
         raise TrainingDiverged(
-            f"the training loss became {value} at step {self.step + 1} (epoch {self.epoch}); "
+            f"{what} became {value} at step {step} (epoch {self.epoch}); "
             f"training stopped and {kept}; lower optim.lr or try another norm"
         )
 
@@ -407,6 +413,9 @@ class _Run:
         if self.world.distributed:  # rank 0's running statistics, so that every rank agrees
             distributed.broadcast_state(self.model)
         self.last_eval = self.task.evaluate()
+        for key, value in self.last_eval.items():  # a NaN evaluation is a diverged run too
+            if isinstance(value, float) and not math.isfinite(value):
+                self._diverged(value, f"the evaluation's {key}", self.step)
         patience = self.cfg.trainer.early_stop_patience
         value = self.last_eval.get(self.cfg.trainer.early_stop_metric)
         if patience and value is not None:

@@ -10,17 +10,22 @@ needs no network.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import errno
+import fcntl
 import hashlib
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import datasets
 
 from normlab.data import default_cache_dir
+from normlab.io_utils import BUILD_LOCK, atomic_write, remove_stale_temporaries
 
 # Bump when a change to tokenize/clean/BPE/dictionary/ids would change the prepared output.
 PIPELINE_VERSION = "iwslt14-pipeline-1"
@@ -51,17 +56,44 @@ def cache_key(*parts: str) -> str:
 
 
 def lookup(cache_dir: Path, key: str) -> Path | None:
+    """The complete entry for `key`, or None. Leftovers of builders of this entry that were
+    killed mid-build (`.KEY.*.tmp/` folders no live process holds) are removed on the way."""
+    if cache_dir.is_dir():
+        remove_stale_temporaries(cache_dir, f".{key}.*.tmp")
     entry = cache_dir / key
     return entry if (entry / _COMPLETE).is_file() else None
+
+
+def _private_cache(cache_dir: Path, err: OSError) -> Path:
+    """A temporary folder, deleted at exit, for an entry that `cache_dir` cannot take."""
+    private = Path(tempfile.mkdtemp(prefix="normlab-cache-"))
+    atexit.register(shutil.rmtree, private, ignore_errors=True)
+    warnings.warn(
+        f"data.cache_dir {cache_dir} is not writable ({err.strerror}); preparing the data in "
+        f"{private} for this run only (set data.cache_dir=<a writable folder> to keep it)",
+        stacklevel=3,
+    )
+    return private
 
 
 def build_entry(cache_dir: Path, key: str, build: Callable[[Path], None]) -> Path:
     """Run `build(tmp)` in a temp folder inside `cache_dir`, then rename it to `cache_dir/key`.
 
-    `build` must write `meta.json` last. On any exception the temp folder is removed.
+    `build` must write `meta.json` last. On any exception the temp folder is removed. A builder
+    holds a lock on `tmp/.building` until the rename, so a folder nobody holds is stale. A cache
+    folder that cannot be written (read-only, another user's) only costs the caching: the entry
+    is built in a private temporary folder, with a warning.
     """
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=cache_dir))
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=cache_dir))
+    except OSError as err:
+        if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        cache_dir = _private_cache(cache_dir, err)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=cache_dir))
+    lock = os.open(tmp / BUILD_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         build(tmp)
         if not (tmp / _COMPLETE).is_file():
@@ -76,6 +108,8 @@ def build_entry(cache_dir: Path, key: str, build: Callable[[Path], None]) -> Pat
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        os.close(lock)  # the entry's .building file stays, unlocked: harmless
     return cache_dir / key
 
 
@@ -112,13 +146,5 @@ def load_splits(path: Path) -> dict[str, datasets.Dataset]:
 def copy_files(src_dir: Path, dst_dir: Path, names: Iterable[str]) -> None:
     """Copy files to `dst_dir`, each one atomically (temp file + rename)."""
     for name in names:
-        dst = dst_dir / name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-        os.close(fd)
-        try:
-            shutil.copyfile(src_dir / name, tmp)
-            os.replace(tmp, dst)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with open(src_dir / name, "rb") as src:
+            atomic_write(dst_dir / name, lambda f, src=src: shutil.copyfileobj(src, f))

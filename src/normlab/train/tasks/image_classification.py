@@ -1,4 +1,10 @@
-"""Image classification (ResNet-20 on CIFAR-10): cross-entropy on batched-augmented uint8 data."""
+"""Image classification (ResNet-20, ViT on CIFAR-10): cross-entropy on batched-augmented uint8 data.
+
+Norms are built for the layout the model's builder declares in `norm_layout` ("sequence" for a ViT,
+whose norms see tokens), "image" when it declares none. `classification.label_smoothing` (0 when
+absent) smooths the training loss as PyTorch's `cross_entropy` does (ε spread over all classes, as
+timm's); the test loss stays the plain cross-entropy.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +14,28 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from normlab.data import load_dataset
 from normlab.data.image_batches import ImageBatches
 from normlab.data.sharding import current_shard
+from normlab.errors import UserError
 from normlab.eval.classification import evaluate_classifier
-from normlab.models import build_model
+from normlab.models import MODELS, build_model
 from normlab.norms import norm_factory
 from normlab.train.checkpoint import load_checkpoint
 from normlab.train.tasks import TASKS, scale_metrics
+
+
+def _label_smoothing(cfg: DictConfig) -> float:
+    """`classification.label_smoothing`, 0 when the experiment sets none."""
+    value = OmegaConf.select(cfg, "classification.label_smoothing", default=0.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise UserError(
+            f"classification.label_smoothing={value!r} is not a number in [0, 1); "
+            "give e.g. classification.label_smoothing=0.1"
+        )
+    return float(value)
 
 
 @TASKS.register("image_classification")
@@ -26,11 +44,13 @@ class ImageClassificationTask:
     eval_keys = ("test_loss", "test_acc")
 
     def __init__(self, cfg: DictConfig, device: torch.device) -> None:
+        self.label_smoothing = _label_smoothing(cfg)  # before the data: a typo fails at once
         data = load_dataset(cfg.data)
         self.data_source, self.data_detail = data.source, data.detail
         channels_last = bool(cfg.trainer.channels_last)
+        layout = getattr(MODELS.get(str(cfg.model.name)), "norm_layout", "image")
         self.model = build_model(
-            cfg.model, norm_factory(cfg.norm, "image"), num_classes=len(data.classes)
+            cfg.model, norm_factory(cfg.norm, layout), num_classes=len(data.classes)
         ).to(device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -63,7 +83,7 @@ class ImageClassificationTask:
     def train_loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, float], int]:
         x, y = batch
         logits = self.model(x)
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         acc = (logits.detach().argmax(1) == y).float().mean()
         return loss, {"acc": acc, **scale_metrics(self.model)}, len(y)
 
