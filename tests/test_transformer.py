@@ -6,7 +6,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from helpers import REPO
+from helpers import (
+    REPO,
+    TOKEN_EOS,
+    TOKEN_PAD,
+    TOKEN_VOCAB,
+    assert_cached_decoding_matches,
+    token_batch,
+)
 from normlab.errors import UserError
 from normlab.models import build_model, count_parameters
 from normlab.models.transformer import SUBLAYERS
@@ -15,7 +22,8 @@ from normlab.norms.identity import NoNorm
 from normlab.norms.layernorm import SequenceLayerNorm
 from normlab.norms.masked_batchnorm import MaskedBatchNorm
 
-PAD, EOS, VOCAB = 1, 2, 40
+PAD, EOS, VOCAB = TOKEN_PAD, TOKEN_EOS, TOKEN_VOCAB
+batch = token_batch
 SMALL = {"d_model": 16, "ffn_dim": 24, "heads": 2, "encoder_layers": 2, "decoder_layers": 2}
 NO_DROPOUT = {"dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0}
 
@@ -29,19 +37,6 @@ def build(norm: str = "ln", vocab: int = VOCAB, **options):
     torch.manual_seed(0)
     cfg = {"name": "transformer", **SMALL, **options}
     return build_model(cfg, norm_factory({"name": norm}, "sequence"), vocab_size=vocab, pad_idx=PAD)
-
-
-def batch(lengths: list[int], width: int, seed: int, left: bool = False) -> torch.Tensor:
-    """Rows of random real tokens (ids 4..VOCAB-1) ending in EOS, padded to `width`."""
-    g = torch.Generator().manual_seed(seed)
-    out = torch.full((len(lengths), width), PAD)
-    for i, n in enumerate(lengths):
-        row = torch.cat([torch.randint(4, VOCAB, (n - 1,), generator=g), torch.tensor([EOS])])
-        if left:
-            out[i, width - n :] = row
-        else:
-            out[i, :n] = row
-    return out
 
 
 SRC_LENS, TGT_LENS = [6, 3, 5], [4, 5, 2]
@@ -138,15 +133,7 @@ def test_future_target_tokens_do_not_change_earlier_logits():
 
 
 def test_cached_decoding_equals_recomputing_the_prefix():
-    model = build("bn", decoder_norm=None).eval()
-    src, prev = batch(SRC_LENS, 6, 0), batch([6, 6, 6], 6, 1)
-    enc, cache = model.encode(src), model.new_cache()
-    full = model.decode(prev, enc)
-    for t in range(1, 7):
-        step = model.decode_step(prev[:, :t], enc, cache)
-        torch.testing.assert_close(step, full[:, t - 1], rtol=0, atol=1e-5)
-        torch.testing.assert_close(step, model.decode_step(prev[:, :t], enc), rtol=0, atol=1e-5)
-    assert cache.steps == 6
+    assert_cached_decoding_matches(build("bn", decoder_norm=None).eval(), SRC_LENS)
 
 
 @pytest.mark.parametrize("normalize_before", [True, False])

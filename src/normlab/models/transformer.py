@@ -400,7 +400,8 @@ def sublayer_factories(
     return factories
 
 
-def _sequence_norm(cfg: Mapping[str, Any]) -> NormFactory:
+def sequence_norm(cfg: Mapping[str, Any]) -> NormFactory:
+    """The factory of a norm config for (B, T, C) token sequences: every sequence model's norms."""
     return norm_factory(cfg, "sequence")
 
 
@@ -408,35 +409,12 @@ def _sequence_norm(cfg: Mapping[str, Any]) -> NormFactory:
 def build_transformer(
     norm: NormFactory,
     *,
-    vocab_size: int,
-    pad_idx: int,
-    d_model: int = 512,
-    ffn_dim: int = 1024,
-    heads: int = 4,
-    encoder_layers: int = 6,
-    decoder_layers: int = 6,
-    dropout: float = 0.3,
-    attention_dropout: float = 0.1,
-    activation_dropout: float = 0.1,
-    normalize_before: bool = True,
-    max_positions: int = 1024,
     decoder_norm: str | Mapping[str, Any] | None = "ln",
     sublayer_norms: Mapping[str, Mapping[str, Any] | None] | None = None,
-    norm_for: Callable[[Mapping[str, Any]], NormFactory] = _sequence_norm,
+    norm_for: Callable[[Mapping[str, Any]], NormFactory] = sequence_norm,
+    **options: Any,
 ) -> Transformer:
-    """`norm` is the run's norm for the "sequence" layout; `norm_for(cfg)` builds the overrides."""
-    cfg = TransformerConfig(
-        vocab_size=vocab_size,
-        pad_idx=pad_idx,
-        d_model=d_model,
-        ffn_dim=ffn_dim,
-        heads=heads,
-        encoder_layers=encoder_layers,
-        decoder_layers=decoder_layers,
-        dropout=dropout,
-        attention_dropout=attention_dropout,
-        activation_dropout=activation_dropout,
-        normalize_before=normalize_before,
-        max_positions=max_positions,
-    )
+    """`norm` is the run's norm for the "sequence" layout; `norm_for(cfg)` builds the overrides.
+    `options` are TransformerConfig's fields, whose defaults are the only ones."""
+    cfg = TransformerConfig(**options)
     return Transformer(cfg, sublayer_factories(norm, norm_for, decoder_norm, sublayer_norms))

@@ -27,10 +27,6 @@ from normlab.train.losses import label_smoothed_nll
 from normlab.train.tasks import TASKS, scale_metrics
 
 
-def _sequence_norm(cfg) -> Any:
-    return norm_factory(cfg, "sequence")
-
-
 @TASKS.register("translation")
 class TranslationTask:
     unit = "tok"
@@ -47,10 +43,9 @@ class TranslationTask:
         self.pad, self.eos = d.pad(), d.eos()
         self.model = build_model(
             cfg.model,
-            _sequence_norm(cfg.norm),
+            norm_factory(cfg.norm, "sequence"),
             vocab_size=len(d),
             pad_idx=self.pad,
-            norm_for=_sequence_norm,
         ).to(device)
         self.train_keys = ("nll", *scale_metrics(self.model))
         # Plain lists of ids: Arrow row access per batch would cost more than the model on CPU.
