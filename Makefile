@@ -56,17 +56,21 @@ data-iwslt14: install ## prepare IWSLT14 exactly as fairseq's prepare-iwslt14.sh
 	$(PY) scripts/prepare_iwslt14.py $(if $(ARCHIVE),--archive $(ARCHIVE),--download) --out data/iwslt14.tokenized.de-en
 
 # Figure 2 / 3: the two BN runs (reused when complete, resumed when cut off), then the plots.
+# NLP_NORM=bn_official: the official code's Transformer_BN as the NLP half, into <scale>_bn_official.
+NLP_NORM ?= bn
+FIG_DIR = $(SCALE)$(if $(filter-out bn,$(NLP_NORM)),_$(NLP_NORM),)
+NLP_LABEL = $(if $(filter bn,$(NLP_NORM)),Transformer_BN,Transformer_$(NLP_NORM))
 FIG_RUNS = --run "ResNet-20 / CIFAR-10=runs/cifar10_resnet20/$(SCALE)/norm=bn" \
-	--run "Transformer_BN / IWSLT14=runs/iwslt14_transformer/$(SCALE)/norm=bn"
+	--run "$(NLP_LABEL) / IWSLT14=runs/iwslt14_transformer/$(SCALE)/norm=$(NLP_NORM)"
 fig-runs: install
 	$(MAKE) --no-print-directory cifar10 NORM=bn SCALE=$(SCALE)
-	$(MAKE) --no-print-directory iwslt14 NORM=bn SCALE=$(SCALE)
+	$(MAKE) --no-print-directory iwslt14 NORM=$(NLP_NORM) SCALE=$(SCALE)
 
-fig2: fig-runs ## Figure 2 (batch vs running statistics) at SCALE into results/fig2/SCALE
-	$(PY) scripts/plot_batch_stats.py fig2 $(FIG_RUNS) --out results/fig2/$(SCALE)
+fig2: fig-runs ## Figure 2 (batch vs running statistics) at SCALE into results/fig2/SCALE (NLP_NORM=bn|bn_official)
+	$(PY) scripts/plot_batch_stats.py fig2 $(FIG_RUNS) --out results/fig2/$(FIG_DIR)
 
-fig3: fig-runs ## Figure 3 (gradients of the batch statistics) at SCALE into results/fig3/SCALE
-	$(PY) scripts/plot_batch_stats.py fig3 $(FIG_RUNS) --out results/fig3/$(SCALE)
+fig3: fig-runs ## Figure 3 (gradients of the batch statistics) at SCALE into results/fig3/SCALE (NLP_NORM=bn|bn_official)
+	$(PY) scripts/plot_batch_stats.py fig3 $(FIG_RUNS) --out results/fig3/$(FIG_DIR)
 
 fig4: install ## BN vs PN-V statistics (Transformer encoder, first layer) at SCALE into results/fig4/SCALE
 	$(MAKE) --no-print-directory iwslt14 NORM=bn SCALE=$(SCALE)

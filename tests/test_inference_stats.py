@@ -19,10 +19,12 @@ from helpers import REPO, compose_config, make_fairseq_layout
 from normlab.config import validate_config
 from normlab.eval.bn_statistics import (
     batch_statistics,
+    bn_layers,
     collect_population_stats,
     install_population_stats,
 )
 from normlab.norms.masked_batchnorm import MaskedBatchNorm
+from normlab.norms.official_batchnorm import OfficialMaskedBatchNorm
 from normlab.train.inference_stats import evaluate_inference_modes
 from normlab.train.loop import train
 from normlab.train.tasks import TASKS
@@ -166,6 +168,28 @@ def test_precise_stats_of_masked_bn_count_real_tokens_only(layer_scaling):
         torch.testing.assert_close(
             stats[name].var, allrows.var(0, unbiased=False), rtol=1e-5, atol=1e-5
         )
+
+
+def test_precise_stats_of_bn_official_count_every_position_with_pads_mean_filled():
+    """bn_official normalizes all T·B positions: layer-scaled tokens, each pad replaced by the
+    batch's real-token mean. Its population statistics are over those rows, recomputed here."""
+    torch.manual_seed(0)
+    lin, bn = nn.Linear(6, 6), OfficialMaskedBatchNorm(6)
+    batches = _padded_batches()
+    stats, used = collect_population_stats(
+        bn, [(lin(x).detach(), pad) for x, pad in batches], lambda b: bn(*b)
+    )
+    assert used == 3 and bn_layers(bn)
+    rows = []
+    for x, pad in batches:
+        h = lin(x).detach()
+        h = h / torch.sqrt((h * h).mean(-1, keepdim=True) + EPS)
+        h[pad] = h[~pad].mean(0)  # this batch's real-token mean
+        rows.append(h.reshape(-1, 6))
+    allrows = torch.cat(rows).double()
+    assert stats[""].count == allrows.shape[0] == 3 * 5 + 2 * 3 + 4 * 6
+    torch.testing.assert_close(stats[""].mean, allrows.mean(0), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(stats[""].var, allrows.var(0, unbiased=False), rtol=1e-5, atol=1e-5)
 
 
 def test_batch_mode_normalizes_by_the_real_tokens_and_leaves_the_buffers():

@@ -275,3 +275,23 @@ def test_a_figure_from_a_dirty_tree_says_so(two_runs, tmp_path, monkeypatch):
     )
     prov = json.loads((tmp_path / "dirty_out" / "provenance.json").read_text())
     assert prov["made_with"]["git_dirty"] is True
+
+
+def test_fig2_summary_reports_concentration_and_the_unnormalized_distance(two_runs, tmp_path):
+    """Per run and window: median participation ratio and ‖σ²_B − σ²‖₂ of the plotted layer,
+    recomputed here from the probe rows (window = ceil(5·step/steps) − 1)."""
+    low, high = two_runs
+    out = tmp_path / "conc"
+    argv = ["fig2", "--run", f"low={low}", "--run", f"high={high}", "--out", str(out)]
+    assert _script().main(argv) == 0
+    text = (out / "fig2_summary.txt").read_text()
+    rows = read_probe(high).to_pandas()
+    rows = rows[rows["layer_index"] == rows["layer_index"].min()]
+    window = np.clip(np.ceil(5 * rows["step"] / _steps(high)).astype(int) - 1, 0, 4)
+    for column in ("participation_ratio", "var_dist_l2"):
+        expected = [float(np.median(rows.loc[window == w, column])) for w in range(5)]
+        line = next(x for x in text.splitlines() if x.strip().startswith("high ") and column in x)
+        got = [float(v) for v in line.split("%:")[1:] for v in [v.split()[0]]]
+        assert got == pytest.approx(expected, rel=1e-3)
+        if column == "participation_ratio":  # between 1 and d by construction
+            assert all(1.0 <= g <= float(rows["d"].iloc[0]) for g in got)

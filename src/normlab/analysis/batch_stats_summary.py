@@ -28,6 +28,11 @@ from normlab.analysis.verdicts import (
 )
 from normlab.analysis.windows import window_label
 
+# Per run, not as ratios: the unnormalized ‖σ²_B − σ²‖₂ (next to the 1/d and 1/√d columns, so a
+# reader sees which normalization, if any, brings a number to the paper's 0.05 → 1.37), and how
+# concentrated the batch variance is over features (participation ratio d..1, largest share), and,
+# for bn_official, the real-token fraction its statistics are shrunk by.
+PER_RUN = ("var_dist_l2", "participation_ratio", "max_var_share", "real_fraction")
 CLAIMS = {"fig2": "farther from running stats", "fig3": "larger gradients"}
 PAPER_GROWTH = "(paper's variance distance: 1.37/0.0505 = 27)"
 SPLIT_RULE = (
@@ -174,6 +179,19 @@ def summary_text(
         "power its units have: 1 for variance distances, 1/2 for mean distances, -1 and -1/2 for "
         "the gradients; blind to how large the layer's input is)"
     )
+    per_run = [(s, c) for s in all_series for c in PER_RUN if s.has(c)]
+    if fig == "fig2" and per_run:
+        lines += [
+            "",
+            "median per window, each run (runs made before these probe columns have none):",
+        ]
+        for s, column in per_run:
+            lines.append(
+                f"  {s.label:28s} {column:20s} "
+                + "  ".join(
+                    f"{window_label(w)}: {m:9.4g}" for w, m in enumerate(medians(s, column))
+                )
+            )
     if not single:
         lines += ["", f"split of each ratio ({SPLIT_RULE}):"]
         for column in table:

@@ -17,17 +17,22 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from normlab.norms.masked_batchnorm import MaskedBatchNorm
+from normlab.norms.official_batchnorm import OfficialMaskedBatchNorm
+
+# normlab's BN layers over (B, T, C) tokens; each has statistic_inputs(x, pad_mask), the rows its
+# statistics run over (masked BN: the real tokens; bn_official: all T·B positions, pads mean-filled).
+SEQUENCE_BN = (MaskedBatchNorm, OfficialMaskedBatchNorm)
 
 _BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def bn_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, module) of every BN-family layer that keeps running statistics, in module order:
-    PyTorch's BatchNorm (1d/2d/3d, SyncBatchNorm) and normlab's masked sequence BN."""
+    PyTorch's BatchNorm (1d/2d/3d, SyncBatchNorm) and normlab's sequence BNs (SEQUENCE_BN)."""
     return [
         (name, m)
         for name, m in model.named_modules()
-        if isinstance(m, _BatchNorm | MaskedBatchNorm) and m.running_mean is not None
+        if isinstance(m, (_BatchNorm, *SEQUENCE_BN)) and m.running_mean is not None
     ]
 
 
@@ -37,9 +42,10 @@ def _pad_mask(args: tuple, kwargs: dict) -> torch.Tensor | None:
 
 def _statistic_rows(module: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor:
     """The (N, C) matrix a layer's batch statistics run over: for the masked BN its real tokens
-    (after its layer scaling, if on); for PyTorch's BN every position, features on dim 1."""
+    (after its layer scaling, if on), for bn_official all positions (layer-scaled, pads
+    mean-filled); for PyTorch's BN every position, features on dim 1."""
     x = args[0]
-    if isinstance(module, MaskedBatchNorm):
+    if isinstance(module, SEQUENCE_BN):
         return module.statistic_inputs(x, _pad_mask(args, kwargs))
     return x.movedim(1, -1).reshape(-1, x.shape[1])
 
@@ -199,6 +205,8 @@ def ema_vs_population(model: nn.Module, stats: dict[str, PopulationStats]) -> di
 
 def values_per_batch(module: nn.Module, args: tuple, kwargs: dict) -> int:
     x, mask = args[0], _pad_mask(args, kwargs)
+    if isinstance(module, OfficialMaskedBatchNorm):  # its statistics count the pads too
+        return int(x.shape[0] * x.shape[1])
     if isinstance(module, MaskedBatchNorm):
         return int(x.shape[0] * x.shape[1]) if mask is None else int((~mask).sum())
     return x.numel() // x.shape[1]
