@@ -12,6 +12,9 @@ them alike, and the medians and their ratios are reported:
   probe_first/all   resnet_model with the batch-statistics probe on the first / all 19 BN layers
   tf_ln/bn/pn       normlab's Transformer (cpu or paper size) with LN, masked BN, PowerNorm
   tf_reference      torch.nn.Transformer with the same sizes, batch, embeddings and optimizer
+  vit_ln/bn/pn      the ViT of `experiment=cifar10_vit scale=cpu` (d 128, 4 layers) model step on
+                    one fixed image batch with LN, BN over batch x tokens, PowerNorm
+  vit_probe_all     vit_bn with the probe on all its BN layers
 
 --amp bf16 (autocast of the forward pass) and --compile (torch.compile) apply to every case alike,
 normlab's and the references, so the ratios stay like for like. --amp both (what `--amp auto`, the
@@ -61,7 +64,13 @@ CASES = [
     "tf_bn",
     "tf_pn",
     "tf_reference",
+    "vit_ln",
+    "vit_bn",
+    "vit_pn",
+    "vit_probe_all",
 ]
+# The ViT's cpu preset (configs/preset/cifar10_vit/cpu.yaml) over configs/model/vit.yaml's defaults.
+VIT_CPU = {"name": "vit", "d_model": 128, "layers": 4, "heads": 4, "mlp_dim": 256}
 
 
 # ------------------------------------------------------------------------------ one case
@@ -107,6 +116,18 @@ def _with_amp(model, device, amp: str):
     return Autocast(model)
 
 
+def _vit(device, norm: str):
+    import torch
+
+    from normlab.models import build_model
+    from normlab.norms import norm_factory
+
+    torch.manual_seed(0)
+    model = build_model(VIT_CPU, norm_factory({"name": norm}, "sequence")).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    return model, opt
+
+
 def _resnet(device, channels_last=True):
     import torch
 
@@ -143,11 +164,15 @@ def run_case(case: str, args) -> dict:
         return torch.compile(model) if args.compile else model
 
     batch = args.batch
-    if case.startswith(("resnet", "probe")):
-        model, opt = _resnet(device, channels_last=case != "resnet_reference")
+    if case.startswith(("resnet", "probe", "vit")):
+        if case.startswith("vit"):
+            norm = {"vit_ln": "ln", "vit_pn": "pn"}.get(case, "bn")
+            model, opt = _vit(device, norm)
+        else:
+            model, opt = _resnet(device, channels_last=case != "resnet_reference")
         params = sum(p.numel() for p in model.parameters())
         probe = None
-        if case.startswith("probe"):  # on the plain model's layers, before any wrapping
+        if "probe" in case:  # on the plain model's layers, before any wrapping
             from normlab.probe.batch_stats import BatchStatsProbe
 
             probe = BatchStatsProbe(model, layers="first" if case == "probe_first" else "all")
@@ -211,9 +236,9 @@ def run_case(case: str, args) -> dict:
                     x, y = next(state["it"])
                 _sgd_step(model, opt, x, y)
         else:
-            x = torch.randn(batch, 3, 32, 32, device=device).contiguous(
-                memory_format=torch.channels_last
-            )
+            x = torch.randn(batch, 3, 32, 32, device=device)
+            if not case.startswith("vit"):
+                x = x.contiguous(memory_format=torch.channels_last)
             y = torch.randint(0, 10, (batch,), device=device)
 
             def step():
@@ -376,7 +401,7 @@ def markdown(results: dict, info: dict, args) -> str:
         "|---|---|---|" + ("---|" if gpu else ""),
     ]
     for case, v in med.items():
-        unit = "img/s" if case.startswith(("resnet", "probe")) else "tok/s"
+        unit = "img/s" if case.startswith(("resnet", "probe", "vit")) else "tok/s"
         lines.append(
             f"| {case} | {v:,.0f} {unit} | {rss[case]:,.0f} |"
             + (f" {gpu[case]:,.0f} |" if gpu else "")
@@ -425,6 +450,12 @@ def ratios(med: dict) -> dict:
             if n in med:
                 r[f"{n} step time / tf_ln"] = (med["tf_ln"] / med[n], "<= 1.15")
         add("tf_ln / nn.Transformer reference", "tf_ln", "tf_reference", ">= 1.0")
+    if "vit_ln" in med:
+        for n in ("vit_bn", "vit_pn"):
+            if n in med:
+                r[f"{n} step time / vit_ln"] = (med["vit_ln"] / med[n], "<= 1.15")
+    if "vit_bn" in med and "vit_probe_all" in med:
+        r["probe overhead, ViT all layers"] = (med["vit_bn"] / med["vit_probe_all"] - 1, "<= 0.10")
     return r
 
 

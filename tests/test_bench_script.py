@@ -36,9 +36,11 @@ def test_bench_dry_run_covers_every_case(image_folder):
         cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for case in ("resnet_pipeline", "resnet_reference", "probe_all", "tf_pn", "tf_reference"):
+    cases = ("resnet_pipeline", "resnet_reference", "probe_all", "tf_pn", "tf_reference")
+    for case in (*cases, "vit_ln", "vit_bn", "vit_pn", "vit_probe_all"):
         assert f"| {case} |" in proc.stdout
     assert "| resnet pipeline / reference loop |" in proc.stdout
+    assert "| vit_bn step time / vit_ln |" in proc.stdout
 
 
 @pytest.mark.slow
