@@ -21,6 +21,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from normlab.config import run_name_exclusions
 from normlab.errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -55,7 +56,13 @@ def threads_per_job(n_jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, int(n_jobs)))
 
 
-for _name, _fn in (("run_name", run_name), ("threads_per_job", threads_per_job)):
+# run_name_exclusions: configs/hydra/default.yaml's `exclude_keys`, from normlab.config's one list
+# of keys that do not change a run (the checkpoint comparison uses the same list).
+for _name, _fn in (
+    ("run_name", run_name),
+    ("threads_per_job", threads_per_job),
+    ("run_name_exclusions", run_name_exclusions),
+):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 

@@ -45,6 +45,50 @@ class RunConfig:
     resume: str = "auto"
 
 
+# Keys that change how or where a run is computed, watched or cached, never what it computes. They
+# are the one list behind two decisions that must agree: the run directory's name leaves them out,
+# so the same run is found whatever they are set to (configs/hydra/default.yaml reads the list
+# through the `run_name_exclusions` resolver, registered in normlab.cli), and reusing or resuming a
+# run does not compare them (normlab.train.checkpoint.config_differences). The list lives here, not
+# in YAML, because the comparison must work without composing a config; and Hydra reads it through
+# a resolver rather than keeping a copy that a test checks, so there is no second list to update.
+# A key matches itself and every key below it (`logger` covers `logger.mode`) when configs are
+# compared; Hydra drops from the name only an override of exactly that key or group.
+UNCOMPUTED_KEYS = (
+    # Where it computes: `device=auto` (the default) already resumed a run on another machine's
+    # device; a resume reads every tensor onto the CPU and moves it to this run's device
+    # (normlab.train.parts.RunParts.restore), so a GPU checkpoint resumes on a CPU and back.
+    # Results differ between devices as between thread counts: not bit for bit.
+    "device",
+    "launcher",  # where --multirun jobs run (a config group; no key in the job's config)
+    "logger",  # how it is watched
+    "resume",
+    "trainer.progress",
+    "trainer.threads",
+    "trainer.simulate_interrupt_at_step",  # a test's interruption; the resumed run omits it
+    "distributed.backend",
+    "data.cache_dir",
+    "data.download",
+    "data.out_dir",  # where a copy of the prepared text goes
+    "data.workers",  # processes preparing the data (their output keeps the input's order)
+)
+# Out of the name but compared: the run tree's folders already name the experiment and scale
+# (runs/<experiment>/<scale>/<name>), and a machine has one copy of the data, so its location
+# would only lengthen names; a resume with other data is still refused.
+NAMED_BY_FOLDERS = ("experiment", "scale")
+DATA_LOCATION_KEYS = ("data.root", "data.source", "data.prepared_dir", "data.archive", "data.dir")
+
+
+def run_name_exclusions() -> list[str]:
+    """The overrides that do not appear in a run directory's name (Hydra's `exclude_keys`)."""
+    return [*NAMED_BY_FOLDERS, *UNCOMPUTED_KEYS, *DATA_LOCATION_KEYS]
+
+
+def is_uncomputed(key: str) -> bool:
+    """Whether the dotted config `key` is, or lies below, one of UNCOMPUTED_KEYS."""
+    return any(key == k or key.startswith(k + ".") for k in UNCOMPUTED_KEYS)
+
+
 _KINDS = {
     int: ("a whole number", "10"),
     float: ("a number", "0.5"),

@@ -193,9 +193,12 @@ class BatchStatsProbe:
         """What a resumed run needs to continue the LN drift series exactly."""
         return {lay.name: lay.prev for lay in self.layers if lay.prev is not None}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], device: torch.device | None = None) -> None:
+        """`device`: the model's. A checkpoint is read onto the CPU, and the next step's
+        statistics, on the model's device, are compared with these."""
         for lay in self.layers:
-            lay.prev = state.get(lay.name)
+            prev = state.get(lay.name)
+            lay.prev = None if prev is None else tuple(t.to(device) for t in prev)
 
     @property
     def layer_names(self) -> list[str]:

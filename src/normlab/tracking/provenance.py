@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +74,19 @@ def environment(device: str) -> dict[str, Any]:
     if device.startswith("cuda") and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name()
     return env
+
+
+def now() -> str:
+    """The local time as the run's records write it (ISO 8601 with the UTC offset)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def run_provenance(git_segments: list[dict[str, Any]], device: str) -> dict[str, Any]:
+    """summary.json's provenance: when the run finished, the commit and dirty flag it started from
+    (git_info() plus its start time, one entry per segment: resuming adds one) and the machine."""
+    return {
+        "finished_at": now(),
+        **{k: git_segments[0][k] for k in ("git_commit", "git_dirty")},
+        "git_segments": git_segments,
+        **environment(device),
+    }

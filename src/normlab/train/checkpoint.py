@@ -12,24 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from normlab.errors import UserError
+from normlab.config import is_uncomputed
+from normlab.errors import TrainingDiverged, UserError
 from normlab.io_utils import DiskFullError, atomic_write
 
 FORMAT = 1
-
-# Keys that may differ between the run that wrote a checkpoint and the one resuming it: they change
-# how a run is watched or where it keeps caches, not what it computes.
-VOLATILE_KEYS = (
-    "trainer.progress",
-    "trainer.simulate_interrupt_at_step",
-    "trainer.threads",
-    "logger",
-    "run_dir",
-    "resume",
-    "data.cache_dir",
-    "data.download",
-    "distributed.backend",
-)
 
 # Keys added to the config after runs were made, with the value that reproduces what those runs
 # computed: a run saved without the key is the same run as one with this value (older runs stay
@@ -69,6 +56,23 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         raise disk_full_error(Path(err.filename or path), last) from None
 
 
+def epoch_checkpoints(run_dir: Path) -> list[Path]:
+    """A run's checkpoints/epochNNNN.pt, oldest first (the last epochs, kept for averaging)."""
+    return sorted((Path(run_dir) / "checkpoints").glob("epoch*.pt"))
+
+
+def save_epoch_checkpoint(
+    run_dir: Path, model: torch.nn.Module, epoch: int, step: int, keep: int
+) -> None:
+    """This epoch's weights as checkpoints/epochNNNN.pt, keeping only the last `keep` of them."""
+    if keep <= 0:
+        return
+    path = Path(run_dir) / "checkpoints" / f"epoch{epoch:04d}.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "progress": {"epoch": epoch, "step": step}})
+    for old in epoch_checkpoints(run_dir)[:-keep]:
+        old.unlink()
+
+
 def checkpoint_step(path: Path) -> int | None:
     """The step a checkpoint was written at, read without loading its tensors; None if absent."""
     try:
@@ -78,17 +82,30 @@ def checkpoint_step(path: Path) -> int | None:
         return None
 
 
-def disk_full_error(where: Path, last: Path) -> UserError:
-    """The sentence for a write that found the disk full, naming what is still intact."""
+def kept_checkpoint(last: Path, which: str = "the last checkpoint", kept: str = "is intact") -> str:
+    """What a run that stopped still has: `which` checkpoint, at which step; or that there is none."""
     step = checkpoint_step(last)
-    kept = (
-        f"the last checkpoint {last} (step {step}) is intact"
+    return (
+        f"{which} {last} (step {step}) {kept}"
         if step is not None
         else "no checkpoint had been written yet"
     )
+
+
+def disk_full_error(where: Path, last: Path) -> UserError:
+    """The sentence for a write that found the disk full, naming what is still intact."""
     return UserError(
-        f"disk full at {where}; {kept}; free some space on that disk and rerun the same command "
-        "to resume"
+        f"disk full at {where}; {kept_checkpoint(last)}; free some space on that disk and rerun "
+        "the same command to resume"
+    )
+
+
+def diverged_error(what: str, value: float, step: int, epoch: int, last: Path) -> TrainingDiverged:
+    """The sentence for a run stopped by a NaN or infinite `what`, naming the checkpoint it keeps."""
+    kept = kept_checkpoint(last, "the last good checkpoint", "is kept")
+    return TrainingDiverged(
+        f"{what} became {value} at step {step} (epoch {epoch}); training stopped and {kept}; "
+        "lower optim.lr or try another norm"
     )
 
 
@@ -115,10 +132,6 @@ def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _volatile(key: str) -> bool:
-    return any(key == v or key.startswith(v + ".") for v in VOLATILE_KEYS)
-
-
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """'key: saved -> current' for each setting that changes what the run computes."""
     a, b = flatten(saved), flatten(current)
@@ -127,7 +140,7 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
             a[key] = neutral
     diffs = []
     for key in sorted(set(a) | set(b)):
-        if _volatile(key):
+        if is_uncomputed(key):  # the list the run directory's name leaves out too
             continue
         if key == "trainer.amp" and _same_precision(a.get(key), b.get(key), b.get("device")):
             continue

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -82,6 +83,16 @@ def sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
     return _reduce(torch.tensor(values, dtype=torch.float64, device=device)).tolist()
 
 
+def agree_on_step(
+    n_local: int, diverged: bool, stop: bool, device: torch.device
+) -> tuple[int, bool, bool]:
+    """One small all-reduce after the forward pass: the global item count (to weight this rank's
+    loss), and whether any rank diverged or was asked to stop, so that all ranks act on the same
+    step."""
+    n, bad, stops = sum_over_ranks([n_local, diverged, stop], device)
+    return int(n), bool(bad), bool(stops)
+
+
 def average_gradients(model: nn.Module, world: World, extra: torch.Tensor) -> torch.Tensor:
     """Average every parameter gradient over the ranks in one flat all-reduce; `extra` (a 1-D
     tensor of per-rank numbers to be summed, e.g. each rank's share of the loss) rides along and
@@ -95,6 +106,16 @@ def average_gradients(model: nn.Module, world: World, extra: torch.Tensor) -> to
         g.copy_(flat[offset : offset + n].view_as(g).div_(world.size))
         offset += n
     return flat[offset:]
+
+
+def average_step(
+    model: nn.Module, world: World, loss: float, metrics: dict[str, Any], n_local: int, n: int
+) -> tuple[float, dict[str, float]]:
+    """`average_gradients` for one step of `n` items, `n_local` of them here: this rank's loss and
+    batch metrics, weighted by its share of the items, come back as the global batch's."""
+    shares = [loss * n_local / n] + [float(v) * n_local / n for v in metrics.values()]
+    summed = average_gradients(model, world, torch.tensor(shares, dtype=torch.float64)).tolist()
+    return summed[0], dict(zip(metrics, summed[1:], strict=True))
 
 
 def broadcast_state(model: nn.Module) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 from types import FrameType
 
@@ -12,9 +13,15 @@ class StopRequests:
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self) -> None:
+    def __init__(self, simulate_at_step: int | None = None) -> None:
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
+        self._simulate_at = simulate_at_step  # trainer.simulate_interrupt_at_step (tests of resume)
+
+    def after_step(self, step: int) -> None:
+        """At the step a test asked for, send ourselves SIGTERM: the real signal path."""
+        if self._simulate_at is not None and step == int(self._simulate_at):
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None and signum == signal.SIGINT:

@@ -86,6 +86,12 @@ def different_config_error(where: Path, diffs: list[str]) -> UserError:
     )
 
 
+def check_same_config(saved: dict[str, Any], config: dict[str, Any], where: Path) -> None:
+    """Refuse to reuse or resume `where` when its run was made with another config."""
+    if diffs := config_differences(saved, config):
+        raise different_config_error(where, diffs)
+
+
 def check_run_dir(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     """Refuse (UserError) what the training loop would refuse after writing into `run_dir`;
     return the summary of a run that is complete with this config (nothing to do), else None."""
@@ -114,11 +120,9 @@ def check_run_dir(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
                 "and rerun the same command to resume from the last checkpoint"
             ) from None
         if summary.get("status") == "complete":
-            if diffs := config_differences(summary.get("config", {}), config):
-                raise different_config_error(summary_path, diffs)
+            check_same_config(summary.get("config", {}), config, summary_path)
             return summary  # nothing to do: a read-only copy of a finished run is fine too
     check_writable(run_dir)
-    diffs = config_differences(_saved_config(ckpt), config) if ckpt.exists() else []
-    if diffs:
-        raise different_config_error(ckpt, diffs)
+    if ckpt.exists():
+        check_same_config(_saved_config(ckpt), config, ckpt)
     return None

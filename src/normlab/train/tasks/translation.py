@@ -139,7 +139,7 @@ class TranslationTask:
     def load_final_weights(self, run_dir: Path) -> str:
         """Load the weights `finalize` tested (for a later evaluation); returns which they are."""
         ckpt_dir = Path(run_dir) / "checkpoints"
-        epochs = sorted(ckpt_dir.glob("epoch*.pt"))  # as the loop's epoch_checkpoints()
+        epochs = sorted(ckpt_dir.glob("epoch*.pt"))  # as checkpoint.epoch_checkpoints()
         n_avg = self._load_average(epochs)
         if n_avg > 1:
             return f"average of {', '.join(p.name for p in epochs[-n_avg:])}"

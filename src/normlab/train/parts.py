@@ -1,0 +1,128 @@
+"""What a run trains with, built from its config on every rank: the device, the task (data and
+model), the probe, the optimizer and its schedule; how they go into a checkpoint and come back, and
+what summary.json says about them.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from normlab.errors import UserError
+from normlab.models import count_parameters
+from normlab.norms.global_stats import synchronize_batch_stats
+from normlab.probe import build_probe, probe_note
+from normlab.train import distributed
+from normlab.train.optim import build_optimizer, build_scheduler
+from normlab.train.precision import amp_dtype, precision_name
+from normlab.train.tasks import TASKS
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """The training device; under torchrun each process takes the GPU of its local rank."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device={name} was asked for but no CUDA GPU is visible; use device=cpu")
+    if name == "cuda":
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+@dataclass
+class RunParts:
+    world: distributed.World
+    device: torch.device
+    task: Any  # a normlab.train.tasks.Task
+    probe: Any  # a normlab.probe BatchStatsProbe, or None (probe=none)
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # a torch.optim.lr_scheduler.LRScheduler
+    amp_dtype: torch.dtype | None
+    steps_per_epoch: int
+    total_steps: int
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.task.model
+
+    @classmethod
+    def build(cls, cfg: DictConfig, world: distributed.World) -> RunParts:
+        device = pick_device(str(cfg.device), world.local_rank)
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+        task = TASKS.get(str(cfg.task))(cfg, device)
+        model = task.model
+        if world.distributed:
+            if world.sync_bn:
+                synchronize_batch_stats(model)
+            distributed.broadcast_state(model)
+            if world.rank:  # dropout differs between ranks; rank 0 draws as one process would
+                torch.manual_seed(cfg.seed * 1_000_003 + world.rank)
+        dtype = amp_dtype(cfg.trainer.get("amp"), device)
+        if cfg.trainer.get("compile"):
+            model.compile()  # in place: state_dict keys and the probe's hooks stay as they are
+        probe = build_probe(cfg.get("probe"), model)
+        if world.main and (note := probe_note(probe, str(cfg.norm.name))):
+            print(f"normlab: note: {note}", file=sys.stderr)
+        if probe is not None and world.sync_bn and world.distributed:
+            probe.reduce_grad_sums = distributed.all_reduce_mean
+        optimizer = build_optimizer(cfg.optim, model)
+        steps_per_epoch = task.steps_per_epoch()
+        scheduler = build_scheduler(cfg.optim.schedule, optimizer, steps_per_epoch)
+        total_steps = cfg.trainer.epochs * steps_per_epoch
+        if cfg.trainer.max_steps:
+            total_steps = min(total_steps, int(cfg.trainer.max_steps))
+        _warn_long_norm_warmup(model, total_steps)
+        return cls(
+            world, device, task, probe, optimizer, scheduler, dtype, steps_per_epoch, total_steps
+        )
+
+    def checkpoint_entries(self) -> dict[str, Any]:
+        """The checkpoint's entries for the trained objects (see `restore`)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "probe": self.probe.state_dict() if self.probe is not None else {},
+        }
+
+    def restore(self, ckpt: Mapping[str, Any]) -> None:
+        """Load a checkpoint's entries. They were read onto the CPU and go to this run's device,
+        whichever device wrote them (`device` does not change a run: normlab.config)."""
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.probe is not None:
+            self.probe.load_state_dict(ckpt.get("probe", {}), self.device)
+
+    def summary_fields(self, cfg: DictConfig) -> dict[str, Any]:
+        """summary.json's entries about the model, the data and how they were computed."""
+        return {
+            "experiment": cfg.experiment_name,
+            "scale": cfg.scale.name,
+            "model": cfg.model.name,
+            "norm": cfg.norm.name,
+            "seed": cfg.seed,
+            "params": count_parameters(self.model),
+            "data_source": self.task.data_source,
+            "data_detail": self.task.data_detail,
+            "precision": precision_name(self.amp_dtype),
+            "world_size": self.world.size,
+            "bn_statistics": "global batch (synchronized)" if self.world.sync_bn else "per rank",
+        }
+
+
+def _warn_long_norm_warmup(model: torch.nn.Module, total_steps: int) -> None:
+    """A norm whose warmup (PowerNorm's batch-statistics phase) outlasts the run never leaves it."""
+    warmups = {int(getattr(m, "warmup_iters", 0) or 0) for m in model.modules()}
+    if max(warmups, default=0) > total_steps:
+        warnings.warn(
+            f"norm.warmup_iters={max(warmups)} is longer than the run ({total_steps} steps), "
+            "so the norm uses batch statistics throughout; lower norm.warmup_iters",
+            stacklevel=2,
+        )
