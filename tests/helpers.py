@@ -160,6 +160,32 @@ def make_raw_corpus(root: Path, src: str, tgt: str, sizes: dict[str, int], seed:
     return root
 
 
+# Multi30K's layout with toy captions: word-for-word German/English, so that every pair survives
+# cleaning and split sizes are exact.
+M30K_DE = _words("ein mann eine frau hund spielt im park auf der straße mit einem ball")
+M30K_EN = _words("a man a woman dog plays in the park on the street with a ball")
+
+
+def write_gz(path: Path, lines: list[str]) -> None:
+    """Lines, each ended by "\\n", gzipped (UTF-8)."""
+    import gzip
+
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write("".join(f"{line}\n" for line in lines))
+
+
+def make_multi30k_like(folder: Path, sizes: dict[str, int]) -> Path:
+    """`{stem}.{de,en}.gz` with `sizes[stem]` capitalized toy caption pairs each (stems as
+    Multi30K's: train, val, test_2016_flickr, ...)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, (stem, n) in enumerate(sizes.items()):
+        rows = [[(i * 7 + j * 3 + k) % len(M30K_DE) for j in range(3 + i % 6)] for i in range(n)]
+        for lang, words in (("de", M30K_DE), ("en", M30K_EN)):
+            lines = [" ".join(words[w] for w in row).capitalize() + "." for row in rows]
+            write_gz(folder / f"{stem}.{lang}.gz", lines)
+    return folder
+
+
 TOKEN_PAD, TOKEN_EOS, TOKEN_VOCAB = 1, 2, 40
 
 

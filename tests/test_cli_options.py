@@ -11,7 +11,14 @@ import re
 import pytest
 from omegaconf import OmegaConf
 
-from helpers import REPO, compose_config, make_fairseq_layout, make_raw_corpus, run_cli_batch
+from helpers import (
+    REPO,
+    compose_config,
+    make_fairseq_layout,
+    make_multi30k_like,
+    make_raw_corpus,
+    run_cli_batch,
+)
 from normlab.cli import CONFIG_DIR, group_options
 
 
@@ -35,7 +42,7 @@ def documented(group: str) -> list[str]:
 
 def test_the_readme_documents_the_groups_options():
     assert {"bn", "ln", "gn", "none", "pnv", "pn"} <= set(documented("norm"))
-    assert documented("data") == ["cifar10", "iwslt14", "parallel_text"]
+    assert documented("data") == ["cifar10", "iwslt14", "parallel_text", "multi30k"]
     assert {"resnet20", "transformer_smoke"} <= set(documented("model"))
 
 
@@ -53,6 +60,7 @@ def test_every_documented_option_runs_through_the_cli(image_folder, tmp_path):
     the Transformer instead; each Transformer model file; each translation dataset: 2 steps each."""
     prepared = make_fairseq_layout(tmp_path / "fairseq", {"valid": 80, "test": 12})
     corpus = make_raw_corpus(tmp_path / "corpus", "fr", "en", {"train": 100, "test": 12})
+    m30k = make_multi30k_like(tmp_path / "m30k", {"train": 100, "val": 12, "test_2016_flickr": 12})
     common = ["trainer.max_steps=2", "trainer.progress=false"]
     image = ["scale=smoke", "data.source=imagefolder", f"data.root={image_folder}", *common]
     text = ["experiment=iwslt14_transformer", "scale=smoke", "translation.beam=1", *common]
@@ -86,6 +94,9 @@ def test_every_documented_option_runs_through_the_cli(image_folder, tmp_path):
     cases["data=iwslt14"] = iwslt14
     cases["data=parallel_text"] = [*text, "data=parallel_text", f"data.dir={corpus}",
                                    "data.src=fr", "data.tgt=en", "data.merges=100"]  # fmt: skip
+    # Multi30K in its own experiment (the IWSLT14 presets set keys of fairseq's splits)
+    cases["data=multi30k"] = ["experiment=multi30k_transformer", *text[1:], "data=multi30k",
+                              f"data.dir={m30k}", "data.merges=100"]  # fmt: skip
     del cases["data=cifar10"]  # every norm above ran on it
     results = run_cli_batch([{"argv": argv} for argv in cases.values()], env)
     for name, result in zip(cases, results, strict=True):

@@ -3,6 +3,7 @@
     prepared = prepare_iwslt14(archive=Path("de-en.tgz"), out_dir=..., cache_dir=...)
     prepared = load_prepared(Path("iwslt14.tokenized.de-en"), cache_dir=...)  # fairseq output
     prepared = prepare_parallel_text(Path("my-corpus"), "fr", "en", ...)      # your own text
+    prepared = prepare_parallel_files({"train": (de_gz, en_gz), ...}, "de", "en")  # any file names
     prepared.splits["train"][0] -> {"src": [ids..., eos], "tgt": [ids..., eos]}
 
 Modules, one step each: archive (read/download de-en.tgz), tokenize (Moses), clean
@@ -27,6 +28,7 @@ _EXPORTS = {
     "PIPELINE_VERSION": "cache",
     "default_iwslt14_cache": "cache",
     "Dictionary": "dictionary",
+    "prepare_parallel_files": "parallel_text",
     "prepare_parallel_text": "parallel_text",
     "build_fairseq_text": "prepare",
     "prepare_iwslt14": "prepare",
@@ -51,6 +53,7 @@ __all__ = [
     "load_prepared",
     "lowercase",
     "prepare_iwslt14",
+    "prepare_parallel_files",
     "prepare_parallel_text",
     "remove_bpe",
     "split_holdout",
@@ -62,7 +65,7 @@ if TYPE_CHECKING:
     from normlab.data.iwslt14.bpe import apply_codes, learn_codes, remove_bpe
     from normlab.data.iwslt14.cache import PIPELINE_VERSION, default_iwslt14_cache
     from normlab.data.iwslt14.dictionary import Dictionary
-    from normlab.data.iwslt14.parallel_text import prepare_parallel_text
+    from normlab.data.iwslt14.parallel_text import prepare_parallel_files, prepare_parallel_text
     from normlab.data.iwslt14.prepare import build_fairseq_text, prepare_iwslt14
     from normlab.data.iwslt14.prepared import PreparedData, load_prepared, split_holdout
     from normlab.data.iwslt14.tokenize import PerlMosesTokenizer, lowercase, tokenize_lines

@@ -7,6 +7,7 @@ Decoding is strict UTF-8 so that a bad byte becomes one sentence naming the file
 
 from __future__ import annotations
 
+import gzip
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,12 +43,24 @@ def decode_lines(data: bytes, name: str | os.PathLike) -> list[str]:
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:
-    """All lines of a UTF-8 text file, raising UserError if it is missing or not UTF-8."""
+    """All lines of a UTF-8 text file, raising UserError if it is missing or not UTF-8.
+
+    A name ending in ".gz" is decompressed in memory, so that a corpus distributed gzipped (as
+    Multi30K is) is read in place instead of being unpacked into the data folder.
+    """
     path = Path(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"{path} does not exist; check the path and the file name.") from None
+    if path.name.endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as err:  # BadGzipFile is an OSError; a cut file is an EOFError
+            raise UserError(
+                f"{path} is not a readable gzip file ({err}); download it again, or give it "
+                "uncompressed without the .gz suffix."
+            ) from None
     return decode_lines(data, path)
 
 
