@@ -16,7 +16,7 @@ IWSLT14 ?= data.prepared_dir=$(IWSLT14_DIR)
 export MALLOC_MMAP_THRESHOLD_ := 1000000000000
 export MALLOC_TRIM_THRESHOLD_ := 100000000000
 
-.PHONY: help install test test-slow lint format cifar10 iwslt14 data-iwslt14 fig-runs fig2 fig3 fig4 table1 wandb-sync bench bench-probe bench-gpu clean-runs inference-stats export-runs
+.PHONY: help install test test-slow lint format cifar10 iwslt14 cifar10-vit iwslt14-conv multi30k data-iwslt14 fig-runs fig2 fig3 fig4 fig2x2 table1 wandb-sync bench bench-probe bench-gpu clean-runs inference-stats export-runs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
@@ -51,6 +51,16 @@ cifar10: install ## train ResNet-20 on CIFAR-10 (NORM=bn|ln|gn|none, SCALE=smoke
 iwslt14: install ## train a Transformer on IWSLT14 de-en (NORM=ln|bn, SCALE=smoke|cpu|paper)
 	$(VENV)/bin/normlab-train experiment=iwslt14_transformer scale=$(SCALE) norm=$(NORM) $(IWSLT14) $(ARGS)
 
+cifar10-vit: install ## train a ViT on CIFAR-10 (NORM=bn|ln|..., SCALE=smoke|cpu|paper)
+	$(VENV)/bin/normlab-train experiment=cifar10_vit scale=$(SCALE) norm=$(NORM) $(CIFAR10) $(ARGS)
+
+iwslt14-conv: install ## train the convolutional text encoder on IWSLT14 de-en (NORM=bn|ln|..., SCALE=smoke|cpu|paper)
+	$(VENV)/bin/normlab-train experiment=iwslt14_conv scale=$(SCALE) norm=$(NORM) $(IWSLT14) $(ARGS)
+
+MULTI30K ?= $(if $(wildcard $(SHARED)/multi30k),data.dir=$(SHARED)/multi30k,)
+multi30k: install ## train the Transformer on Multi30K de-en (NORM=ln|bn|pnv|pn, SCALE=smoke|cpu|paper)
+	$(VENV)/bin/normlab-train experiment=multi30k_transformer scale=$(SCALE) norm=$(NORM) $(MULTI30K) $(ARGS)
+
 ARCHIVE ?=
 data-iwslt14: install ## prepare IWSLT14 exactly as fairseq's prepare-iwslt14.sh (ARCHIVE=de-en.tgz or download)
 	$(PY) scripts/prepare_iwslt14.py $(if $(ARCHIVE),--archive $(ARCHIVE),--download) --out data/iwslt14.tokenized.de-en
@@ -77,6 +87,20 @@ fig4: install ## BN vs PN-V statistics (Transformer encoder, first layer) at SCA
 	$(MAKE) --no-print-directory iwslt14 NORM=pnv SCALE=$(SCALE)
 	$(PY) scripts/plot_batch_stats.py fig4 --run "Transformer_BN=runs/iwslt14_transformer/$(SCALE)/norm=bn" \
 		--run "Transformer_PN-V=runs/iwslt14_transformer/$(SCALE)/norm=pnv" --out results/fig4/$(SCALE)
+
+# Architecture or data: the four BN runs of {CNN, Transformer} x {images, text} (reused when complete,
+# resumed when cut off), then the 2x2 figures, ratio table and verdict. Every experiment must have
+# the scale's preset; checked first, so that no run starts when one of the four cannot.
+FIG2X2_EXPERIMENTS = cifar10_resnet20 cifar10_vit iwslt14_transformer iwslt14_conv
+FIG2X2_RUNS = $(or $(NORMLAB_RUNS),runs)
+fig2x2: install ## ResNet-20 / ViT on CIFAR-10, conv encoder / Transformer on IWSLT14 (BN) at SCALE, 2x2 into results/fig2x2/SCALE
+	@for e in $(FIG2X2_EXPERIMENTS); do test -f configs/preset/$$e/$(SCALE).yaml || \
+		{ echo "make fig2x2: experiment $$e has no $(SCALE) scale (no configs/preset/$$e/$(SCALE).yaml)" >&2; exit 2; }; done
+	$(MAKE) --no-print-directory cifar10 NORM=bn SCALE=$(SCALE)
+	$(MAKE) --no-print-directory cifar10-vit NORM=bn SCALE=$(SCALE)
+	$(MAKE) --no-print-directory iwslt14 NORM=bn SCALE=$(SCALE)
+	$(MAKE) --no-print-directory iwslt14-conv NORM=bn SCALE=$(SCALE)
+	$(PY) scripts/plot_fig2x2.py --runs $(FIG2X2_RUNS) --scale $(SCALE) --out results/fig2x2/$(SCALE)
 
 # BN tested with EMA vs population (PreciseBN) vs batch statistics, on the two BN runs (not retrained).
 INFERENCE_RUNS = $(or $(NORMLAB_RUNS),runs)

@@ -78,7 +78,7 @@ MEAN_LABELS = {
 }
 
 
-def _box_panels(all_series: list[Series], metrics, title: str, path_stem: Path) -> None:
+def box_panels(all_series: list[Series], metrics, title: str, path_stem: Path) -> None:
     plt = pyplot()
     n = len(metrics)
     cols = 2
@@ -182,7 +182,7 @@ def _steps_csv(all_series: list[Series], columns: list[str]) -> str:
 RUN_KEYS = ("data_source", "data_detail", "scale", "wall_s", "steps", "device", "cpu", "gpu")
 
 
-def _provenance(all_series: list[Series], fig: str, made_with: dict) -> dict:
+def figure_provenance(all_series: list[Series], fig: str, made_with: dict) -> dict:
     return {
         "figure": fig,
         "made_with": made_with,
@@ -218,9 +218,9 @@ def make_figure(
     drawn += SUMMED if summed else []
     title = " vs ".join(s.label for s in all_series)
     what = "gradients of the batch statistics" if fig == "fig3" else "batch vs running statistics"
-    _box_panels(all_series, drawn, f"{title}: {what}", out_dir / fig)
+    box_panels(all_series, drawn, f"{title}: {what}", out_dir / fig)
     if scale_free:
-        _box_panels(
+        box_panels(
             all_series, scale_free, f"{title}: scale-free variants", out_dir / f"{fig}_scale_free"
         )
     _line_panels(all_series, drawn, f"{title}: per step", out_dir / f"{fig}_lines")
@@ -248,6 +248,6 @@ def make_figure(
     text = summary_text(all_series, fig, table, boxed, made_with, summed, growth_lines)
     atomic_write_text(out_dir / f"{fig}_summary.txt", text)
     atomic_write_json(
-        out_dir / "provenance.json", clean_json(_provenance(all_series, fig, made_with))
+        out_dir / "provenance.json", clean_json(figure_provenance(all_series, fig, made_with))
     )
     return out_dir

@@ -197,7 +197,7 @@ def load_series(label: str, run_dir: str | Path, layer: str | None = None) -> Se
         for c in METRICS_COLUMNS:
             if c in by_step:
                 cols[c] = by_step[c].reindex(step).to_numpy(dtype=float)
-    _add_derived(cols)
+    add_derived(cols)
     steps_trained, source = _steps_trained(summary, step)
     config = _config(run_dir, summary)
     schedule = (config.get("optim") or {}).get("schedule") or {}
@@ -220,7 +220,7 @@ def load_series(label: str, run_dir: str | Path, layer: str | None = None) -> Se
     )
 
 
-def _add_derived(cols: dict[str, np.ndarray]) -> None:
+def add_derived(cols: dict[str, np.ndarray]) -> None:
     """The scale-free "_rel" columns, and the gradients in the summed-loss convention."""
     with np.errstate(divide="ignore", invalid="ignore"):
         for column, power in SCALE_POWER.items():
