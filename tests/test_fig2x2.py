@@ -242,9 +242,13 @@ def test_a_missing_run_is_one_sentence_and_nothing_is_written(tmp_path, capsys):
 
 
 def test_make_fig2x2_runs_the_four_bn_runs_then_the_plot(tmp_path):
-    env = {**os.environ, "NORMLAB_RUNS": str(tmp_path / "runs")}
+    # Without the variables of an enclosing make (CI runs the tests under `make test`), which
+    # would add "make[1]: Leaving directory ..." lines.
+    outer = ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")
+    env = {k: v for k, v in os.environ.items() if k not in outer}
+    env["NORMLAB_RUNS"] = str(tmp_path / "runs")
     done = subprocess.run(
-        ["make", "-n", "fig2x2", "SCALE=smoke", "CIFAR10=C", "IWSLT14=I"],
+        ["make", "-n", "--no-print-directory", "fig2x2", "SCALE=smoke", "CIFAR10=C", "IWSLT14=I"],
         capture_output=True, text=True, cwd=REPO, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

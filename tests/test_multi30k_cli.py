@@ -4,6 +4,7 @@ scale, a smoke run end to end on a slice of the real files, and refusals in one 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -101,8 +102,9 @@ def test_make_multi30k_runs_the_documented_command(tmp_path):
 
     (tmp_path / "multi30k").mkdir()
     cmd = ["make", "-n", "--no-print-directory", "multi30k", "NORM=ln", "SCALE=cpu"]
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     out = subprocess.run(
-        [*cmd, f"SHARED={tmp_path}"], capture_output=True, text=True, cwd=REPO, check=True
+        [*cmd, f"SHARED={tmp_path}"], capture_output=True, text=True, cwd=REPO, check=True, env=env
     ).stdout.splitlines()[-1]
     assert out.split()[1:] == [
         f"experiment={EXPERIMENT}",
