@@ -70,11 +70,26 @@ data-iwslt14: install ## prepare IWSLT14 exactly as fairseq's prepare-iwslt14.sh
 NLP_NORM ?= bn
 FIG_DIR = $(SCALE)$(if $(filter-out bn,$(NLP_NORM)),_$(NLP_NORM),)
 NLP_LABEL = $(if $(filter bn,$(NLP_NORM)),Transformer_BN,Transformer_$(NLP_NORM))
-FIG_RUNS = --run "ResNet-20 / CIFAR-10=runs/cifar10_resnet20/$(SCALE)/norm=bn" \
-	--run "$(NLP_LABEL) / IWSLT14=runs/iwslt14_transformer/$(SCALE)/norm=$(NLP_NORM)"
+RUNS_ROOT = $(or $(NORMLAB_RUNS),runs)
+FIG_RUNS = --run "ResNet-20 / CIFAR-10=$(RUNS_ROOT)/cifar10_resnet20/$(SCALE)/norm=bn" \
+	--run "$(NLP_LABEL) / IWSLT14=$(RUNS_ROOT)/iwslt14_transformer/$(SCALE)/norm=$(NLP_NORM)"
+# The two runs are independent, so they train side by side on half the cores each (one thread each on
+# 2 cores): the ResNet in the foreground with its progress bar, the Transformer in the background
+# with its output in FIG_NLP_LOG. Ctrl-C (or a kill) stops both, each saving its checkpoint.
+FIG_THREADS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n > 1 ? n / 2 : 1 )))
+FIG_NLP_LOG ?= $(RUNS_ROOT)/fig-runs-$(SCALE)-$(NLP_NORM).log
 fig-runs: install
-	$(MAKE) --no-print-directory cifar10 NORM=bn SCALE=$(SCALE)
-	$(MAKE) --no-print-directory iwslt14 NORM=$(NLP_NORM) SCALE=$(SCALE)
+	@mkdir -p $(dir $(FIG_NLP_LOG))
+	@echo "make fig-runs: Transformer_$(NLP_NORM) trains in the background ($(FIG_THREADS) threads), output in $(FIG_NLP_LOG)"
+	@$(VENV)/bin/normlab-train experiment=iwslt14_transformer scale=$(SCALE) norm=$(NLP_NORM) $(IWSLT14) \
+		trainer.threads=$(FIG_THREADS) trainer.progress=false $(ARGS) > $(FIG_NLP_LOG) 2>&1 & nlp=$$!; \
+	trap 'kill -TERM $$nlp 2>/dev/null' INT TERM; \
+	$(VENV)/bin/normlab-train experiment=cifar10_resnet20 scale=$(SCALE) norm=bn $(CIFAR10) \
+		trainer.threads=$(FIG_THREADS) $(ARGS); image=$$?; \
+	wait $$nlp; text=$$?; \
+	if [ $$text -ne 0 ]; then echo "make fig-runs: the Transformer run failed (exit $$text); the end of $(FIG_NLP_LOG):" >&2; \
+		tail -n 5 $(FIG_NLP_LOG) >&2; fi; \
+	[ $$image -eq 0 ] && [ $$text -eq 0 ]
 
 fig2: fig-runs ## Figure 2 (batch vs running statistics) at SCALE into results/fig2/SCALE (NLP_NORM=bn|bn_official)
 	$(PY) scripts/plot_batch_stats.py fig2 $(FIG_RUNS) --out results/fig2/$(FIG_DIR)
@@ -85,14 +100,14 @@ fig3: fig-runs ## Figure 3 (gradients of the batch statistics) at SCALE into res
 fig4: install ## BN vs PN-V statistics (Transformer encoder, first layer) at SCALE into results/fig4/SCALE
 	$(MAKE) --no-print-directory iwslt14 NORM=bn SCALE=$(SCALE)
 	$(MAKE) --no-print-directory iwslt14 NORM=pnv SCALE=$(SCALE)
-	$(PY) scripts/plot_batch_stats.py fig4 --run "Transformer_BN=runs/iwslt14_transformer/$(SCALE)/norm=bn" \
-		--run "Transformer_PN-V=runs/iwslt14_transformer/$(SCALE)/norm=pnv" --out results/fig4/$(SCALE)
+	$(PY) scripts/plot_batch_stats.py fig4 --run "Transformer_BN=$(RUNS_ROOT)/iwslt14_transformer/$(SCALE)/norm=bn" \
+		--run "Transformer_PN-V=$(RUNS_ROOT)/iwslt14_transformer/$(SCALE)/norm=pnv" --out results/fig4/$(SCALE)
 
 # Architecture or data: the four BN runs of {CNN, Transformer} x {images, text} (reused when complete,
 # resumed when cut off), then the 2x2 figures, ratio table and verdict. Every experiment must have
 # the scale's preset; checked first, so that no run starts when one of the four cannot.
 FIG2X2_EXPERIMENTS = cifar10_resnet20 cifar10_vit iwslt14_transformer iwslt14_conv
-FIG2X2_RUNS = $(or $(NORMLAB_RUNS),runs)
+FIG2X2_RUNS = $(RUNS_ROOT)
 fig2x2: install ## ResNet-20 / ViT on CIFAR-10, conv encoder / Transformer on IWSLT14 (BN) at SCALE, 2x2 into results/fig2x2/SCALE
 	@for e in $(FIG2X2_EXPERIMENTS); do test -f configs/preset/$$e/$(SCALE).yaml || \
 		{ echo "make fig2x2: experiment $$e has no $(SCALE) scale (no configs/preset/$$e/$(SCALE).yaml)" >&2; exit 2; }; done
@@ -103,7 +118,7 @@ fig2x2: install ## ResNet-20 / ViT on CIFAR-10, conv encoder / Transformer on IW
 	$(PY) scripts/plot_fig2x2.py --runs $(FIG2X2_RUNS) --scale $(SCALE) --out results/fig2x2/$(SCALE)
 
 # BN tested with EMA vs population (PreciseBN) vs batch statistics, on the two BN runs (not retrained).
-INFERENCE_RUNS = $(or $(NORMLAB_RUNS),runs)
+INFERENCE_RUNS = $(RUNS_ROOT)
 inference-stats: install ## BN's inference statistics (ema / precise / batch) of the SCALE BN runs into results/inference_stats/SCALE
 	$(PY) scripts/inference_stats.py "$(INFERENCE_RUNS)/cifar10_resnet20/$(SCALE)/norm=bn" \
 		"$(INFERENCE_RUNS)/iwslt14_transformer/$(SCALE)/norm=bn" --out results/inference_stats/$(SCALE) $(ARGS)
