@@ -16,7 +16,7 @@ IWSLT14 ?= data.prepared_dir=$(IWSLT14_DIR)
 export MALLOC_MMAP_THRESHOLD_ := 1000000000000
 export MALLOC_TRIM_THRESHOLD_ := 100000000000
 
-.PHONY: help install test test-slow lint format cifar10 iwslt14 cifar10-vit iwslt14-conv multi30k data-iwslt14 fig-runs fig2 fig3 fig4 fig2x2 table1 wandb-sync bench bench-probe bench-gpu clean-runs inference-stats export-runs
+.PHONY: help install test test-slow lint format cifar10 iwslt14 cifar10-vit iwslt14-conv multi30k data-iwslt14 fig-runs fig2 fig3 fig4 fig2x2 table1 table1-multi30k wandb-sync bench bench-probe bench-gpu clean-runs inference-stats export-runs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
@@ -129,6 +129,18 @@ export-runs: install ## copy the two SCALE BN runs' small outputs (no checkpoint
 table1: install ## Table 1: sweep norm=ln,bn,pnv,pn x 3 seeds at SCALE, then results/table1/SCALE
 	$(VENV)/bin/normlab-train -m experiment=table1 scale=$(SCALE) $(IWSLT14) $(ARGS)
 	$(PY) scripts/make_table1.py runs/table1/$(SCALE) --out results/table1/$(SCALE)
+
+# Table 1 on Multi30K (converged runs): norm x seed, JOBS at a time. Each finished run's small outputs
+# are exported to COMMITTED (results/runs/) at once and a committed run is skipped, so the 12 runs
+# complete across machines and working periods; the table reads the committed copies.
+TABLE1_GRID ?= --grid norm=ln,bn,pnv,pn --grid seed=0,1,2
+JOBS ?= 2
+COMMITTED ?= results/runs
+TABLE1_OUT ?= results/table1/multi30k_$(SCALE)
+table1-multi30k: install ## Table 1 on Multi30K: norm=ln,bn,pnv,pn x 3 seeds at SCALE, resumable across machines, then results/table1/multi30k_SCALE
+	$(PY) -m normlab.committed_sweep multi30k_transformer --scale $(SCALE) $(TABLE1_GRID) --parallel $(JOBS) \
+		--runs $(RUNS_ROOT) --committed $(COMMITTED) -- $(MULTI30K) $(ARGS)
+	$(PY) scripts/make_table1.py $(COMMITTED)/multi30k_transformer/$(SCALE) --data multi30k --out $(TABLE1_OUT)
 
 wandb-sync: install ## upload offline wandb runs under runs/ (lists them when not logged in)
 	$(PY) scripts/wandb_sync.py runs
