@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -95,14 +96,75 @@ def test_bn_statistics_buffers_and_probe_rows_stay_float32_under_bf16():
     assert all(torch.isfinite(torch.as_tensor(float(row[k]))) for k in ("grad_mean", "grad_var"))
 
 
+@pytest.fixture(scope="module")
+def precision_runs(image_folder, tmp_path_factory) -> dict[str, Path]:
+    """The same smoke run in both precisions: {"bf16": run dir, "null": run dir}."""
+    smoke_overrides = [
+        "experiment=cifar10_resnet20",
+        "scale=smoke",
+        "data.source=imagefolder",
+        f"data.root={image_folder}",
+        "trainer.progress=false",
+        "trainer.batch_size=32",
+        "trainer.threads=1",
+    ]
+    runs = {}
+    for amp in ("bf16", "null"):
+        root = tmp_path_factory.mktemp(f"amp_{amp}")
+        cmd = [sys.executable, "-m", "normlab.train", *smoke_overrides, f"trainer.amp={amp}"]
+        env = {**os.environ, "NORMLAB_RUNS": str(root), "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        (summary_path,) = root.rglob("summary.json")
+        runs[amp] = summary_path.parent
+    return runs
+
+
 @pytest.mark.parametrize("amp, name", [("bf16", "bfloat16 autocast"), ("null", "float32")])
-def test_both_precisions_train_end_to_end_and_record_it(smoke_overrides, tmp_path, amp, name):
-    cmd = [sys.executable, "-m", "normlab.train", *smoke_overrides, f"trainer.amp={amp}"]
-    env = {**os.environ, "NORMLAB_RUNS": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (summary_path,) = tmp_path.rglob("summary.json")
-    summary = json.loads(summary_path.read_text())
+def test_both_precisions_train_end_to_end_and_record_it(precision_runs, amp, name):
+    summary = json.loads((precision_runs[amp] / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["precision"] == name
     assert summary["cpu_bf16"] == cpu_bf16_capability()
     assert summary["test_loss"] == summary["test_loss"]  # finite, not NaN
+
+
+def test_compare_precision_reports_differences_against_the_seed_spread(precision_runs, tmp_path):
+    """scripts/compare_precision.py on the pair: the differences and ratios it writes equal a
+    recomputation from the two runs' summaries and probe files."""
+    from normlab.analysis.comparisons import medians
+    from normlab.analysis.series import load_series
+
+    fp32, bf16 = precision_runs["null"], precision_runs["bf16"]
+    out = tmp_path / "precision"
+    cmd = [
+        sys.executable,
+        "scripts/compare_precision.py",
+        "--pair",
+        "smoke",
+        str(fp32),
+        str(bf16),
+        "--spread",
+        "test_acc=0.000001:a tiny spread",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (pair,) = json.loads((out / "precision.json").read_text())["pairs"]
+    a = json.loads((fp32 / "summary.json").read_text())
+    b = json.loads((bf16 / "summary.json").read_text())
+    acc = next(f for f in pair["finals"] if f["metric"] == "test_acc")
+    assert acc["diff"] == pytest.approx(b["test_acc"] - a["test_acc"])
+    assert acc["within_2_std"] == (abs(acc["diff"]) <= 2e-6)
+    assert pair["precisions"] == ["float32", "bfloat16 autocast"]
+    var = next(w for w in pair["windows"] if w["column"] == "var_dist")
+    want = [
+        y / x
+        for x, y in zip(
+            medians(load_series("a", fp32), "var_dist"),
+            medians(load_series("b", bf16), "var_dist"),
+            strict=True,
+        )
+    ]
+    assert var["ratio"] == pytest.approx(want, nan_ok=True)
+    assert "| var_dist |" in (out / "precision.md").read_text()
