@@ -17,32 +17,36 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from normlab.errors import UserError
 
 
+# Types only: the values (and defaults) are configs/train.yaml's, the one place a run gets them
+# from. A field with no default is `???` to OmegaConf, so checking a node against these schemas
+# never adds a value of its own; tests/test_house_helpers.py keeps it that way.
 @dataclass
 class TrainerConfig:
-    epochs: int = 1
-    max_steps: int | None = None
-    batch_size: int = 128
-    eval_batch_size: int = 1000
-    eval_every: int = 1
-    grad_clip: float | None = None
-    channels_last: bool = True
-    amp: str | None = None
-    compile: bool = False
-    threads: int | None = None
-    progress: Any = "auto"
-    simulate_interrupt_at_step: int | None = None
-    keep_epoch_checkpoints: int = 0
-    early_stop_patience: int | None = None
-    early_stop_metric: str = "valid_loss"
+    epochs: int
+    max_steps: int | None
+    batch_size: int
+    eval_batch_size: int
+    eval_every: int
+    grad_clip: float | None
+    channels_last: bool
+    amp: str | None
+    compile: bool
+    threads: int | None
+    progress: Any
+    sync_every: Any  # auto | null | an int >= 1 (normlab.train.parts.sync_interval)
+    simulate_interrupt_at_step: int | None
+    keep_epoch_checkpoints: int
+    early_stop_patience: int | None
+    early_stop_metric: str
 
 
 @dataclass
 class RunConfig:
-    experiment_name: str = "???"
-    task: str = "???"
-    seed: int = 0
-    device: str = "auto"
-    resume: str = "auto"
+    experiment_name: str
+    task: str
+    seed: int
+    device: str
+    resume: str
 
 
 # Keys that change how or where a run is computed, watched or cached, never what it computes. They
@@ -65,6 +69,7 @@ UNCOMPUTED_KEYS = (
     "resume",
     "trainer.progress",
     "trainer.threads",
+    "trainer.sync_every",  # how often the step's numbers are copied to the host, not what they are
     "trainer.simulate_interrupt_at_step",  # a test's interruption; the resumed run omits it
     "distributed.backend",
     "data.cache_dir",

@@ -26,12 +26,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from normlab.norms.global_stats import global_var_mean, update_running_stats
-
-
-def rms_scale(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """Divide each token (last dim) by its root mean square: the official code's LayerScaling."""
-    return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
+from normlab.norms.global_stats import fewer_than_two, global_var_mean, update_running_stats
+from normlab.norms.group_scaling import group_scale
 
 
 def real_tokens(x: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
@@ -60,7 +56,8 @@ class MaskedBatchNorm(nn.Module):
         self.affine = affine
         self.layer_scaling = layer_scaling
         self.sync_stats = False  # True: statistics over the global batch of a multi-process run
-        self.last_count: int | None = None  # tokens the last statistics were taken over
+        # tokens the last statistics were taken over (a device tensor when synchronized)
+        self.last_count: int | torch.Tensor | None = None
         if affine:
             self.weight = nn.Parameter(torch.ones(num_features))
             self.bias = nn.Parameter(torch.zeros(num_features))
@@ -86,12 +83,12 @@ class MaskedBatchNorm(nn.Module):
         about padding.
         """
         if self.layer_scaling:
-            x = rms_scale(x, self.eps)
+            x = group_scale(x, 1, self.eps)  # LayerScaling: one group
         return real_tokens(x, pad_mask)
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
         if self.layer_scaling:
-            x = rms_scale(x, self.eps)
+            x = group_scale(x, 1, self.eps)  # LayerScaling: one group
         if self.training:
             # Statistics in at least float32, as PyTorch's BN does under autocast.
             tokens = real_tokens(x, pad_mask).to(torch.promote_types(x.dtype, torch.float32))
@@ -100,8 +97,8 @@ class MaskedBatchNorm(nn.Module):
             else:
                 var, mean = torch.var_mean(tokens, dim=0, correction=0)  # one pass, biased
                 n = tokens.shape[0]
-            if n < 2:
-                raise ValueError(f"BatchNorm needs more than 1 real token per batch, got {n}")
+            if fewer_than_two(n, tokens.shape[0]):
+                raise ValueError(f"BatchNorm needs more than 1 real token per batch, got {int(n)}")
             self.last_count = n
             update_running_stats(self, mean.detach(), var.detach(), n)
         else:

@@ -247,8 +247,11 @@ class BatchStatsProbe:
             fdim = _feature_dim(module, x)
             mask = _pad_mask(args, kwargs)
             keep = None if mask is None else ~mask.bool()
-            count = int(keep.sum()) if keep is not None else x.numel() // x.shape[fdim]
-            real_fraction = 1.0 if keep is None else count / keep.numel()
+            if keep is None:
+                count, real_fraction = x.numel() // x.shape[fdim], 1.0
+            else:  # left on the device (0-dim tensors) until the trainer copies the rows back
+                count = keep.sum()
+                real_fraction = count.double() / keep.numel()  # as the Python int / int
             if layer.kind == "pn":
                 layer._old = module.running_phi.detach().clone()
                 # grad_phi needs the normalized quantity z (after group scaling), PN-V only.
@@ -295,7 +298,9 @@ class BatchStatsProbe:
     ) -> None:
         old_mean, old_var = layer._old
         del layer._old
-        count = getattr(module, "last_count", None) or count  # all ranks' count if synchronized
+        last_count = getattr(module, "last_count", None)  # all ranks' count if synchronized
+        if last_count is not None:  # (`or` would read a tensor count from the device)
+            count = last_count
         momentum = module.momentum
         if momentum is None:  # cumulative moving average: the weight of this batch is 1/n
             momentum = 1.0 / float(module.num_batches_tracked)

@@ -30,12 +30,15 @@ class ProgressBar:
         """The speed shown is the current epoch's (a resumed epoch's from where it resumed)."""
         self.t0, self.n0 = time.perf_counter(), 0
 
-    def step(self, step: int, epoch: int, loss: float, items: int) -> None:
+    def step(self, step: int, epoch: int, loss: float | None, items: int) -> None:
+        """`loss`: the newest loss the host has, which lags the step by up to trainer.sync_every-1
+        steps (the bar never waits for the device); None before the first one arrives."""
         self.n0 += items
         self.bar.update(1)
         if step % 10 == 0 or step == self.bar.total:
             rate = self.n0 / max(time.perf_counter() - self.t0, 1e-9)
-            self.bar.set_postfix_str(f"ep {epoch} loss {loss:.3f} {rate:.0f} {self.unit}/s")
+            shown = "" if loss is None else f" loss {loss:.3f}"
+            self.bar.set_postfix_str(f"ep {epoch}{shown} {rate:.0f} {self.unit}/s")
 
     def write(self, line: str) -> None:
         self.bar.write(line)

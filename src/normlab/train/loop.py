@@ -1,8 +1,12 @@
 """The generic training loop: any registered task, any norm, resumable bit for bit.
 
 Per step it records one row of metrics.csv; per epoch it evaluates (eval.csv) and writes
-checkpoints/last.pt; at the end it writes summary.json. A run interrupted by SIGTERM/SIGINT writes a
-checkpoint first, and rerunning the same command continues it; a completed run is not redone.
+checkpoints/last.pt; at the end it writes summary.json. A step's numbers (loss, batch metrics,
+probe rows) stay on the device and reach the host every `trainer.sync_every` steps in one copy
+(`_sync`), and always before an evaluation, a checkpoint and the end: on a GPU every copy waits for
+the queued work, so one wait per N steps instead of several per step. A run interrupted by
+SIGTERM/SIGINT writes a checkpoint first, and rerunning the same command continues it; a completed
+run is not redone.
 Under torchrun every rank runs this loop on its shard of each batch and rank 0 alone writes files
 (`normlab.train.distributed`). This module keeps the steps and epochs; what the run trains with is
 built in `normlab.train.parts`, where it stands is `normlab.train.state.TrainState`, and what it
@@ -15,13 +19,15 @@ import contextlib
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from normlab.errors import UserError
+from normlab.errors import TrainingDiverged, UserError
+from normlab.probe.store import plain_rows
 from normlab.tracking.progress import ProgressBar
 from normlab.tracking.provenance import git_info, now, run_provenance
 from normlab.tracking.run_recorder import RunRecorder, completed_summary
@@ -44,6 +50,16 @@ from normlab.train.state import TrainState
 TIMING_KEYS = ("wall_s", "train_s", "items_per_s", "finished_at", "resumed", "git_segments")
 
 
+@dataclass
+class _PendingStep:
+    """A finished step whose numbers are not on the host yet (see `_Run._sync`)."""
+
+    row: dict[str, Any]  # metrics.csv's row; loss and batch metrics may be device tensors
+    metric_keys: list[str]  # the batch metrics among its columns (recorded as floats)
+    probe_rows: list[dict[str, Any]]
+    items: int
+
+
 def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
     """Train (or resume, or skip if complete) the run described by `cfg` in `run_dir`."""
     run_dir = Path(run_dir)
@@ -61,6 +77,9 @@ class _Run:
         # The code that runs is the code at start: a commit made while a run goes on is not its.
         self.state = TrainState(git_segments=[git_info() | {"started_at": now()}])
         self.last_eval: dict[str, float] = {}
+        self.pending: list[_PendingStep] = []
+        self.pending_s = 0.0  # seconds the pending steps took, up to their copy to the host
+        self.last_loss: float | None = None  # the newest loss on the host (the progress bar's)
 
     def execute(self) -> dict[str, Any]:
         done = completed_summary(self.dir) if self.cfg.resume != "never" else None
@@ -98,6 +117,9 @@ class _Run:
         try:
             with StopRequests(cfg.trainer.get("simulate_interrupt_at_step")) as stop:
                 status = self._loop(stop)
+        except Exception:
+            self._sync_after_failure()
+            raise
         finally:
             self.recorder.close()
         finalize = getattr(p.task, "finalize", None)  # e.g. checkpoint averaging + beam search
@@ -127,9 +149,9 @@ class _Run:
             while s.step < p.total_steps and not s.early_stopped:
                 bar.new_epoch()
                 for batch in p.task.train_batches(s.epoch, s.batch_in_epoch):
-                    loss_value, n = self._train_step(batch, stop)
+                    n = self._train_step(batch, stop)
                     s.batch_in_epoch += 1
-                    bar.step(s.step, s.epoch, loss_value, n)
+                    bar.step(s.step, s.epoch, self.last_loss, n)  # the newest loss on the host
                     stop.after_step(s.step)
                     if self._stopping(stop) or s.step >= p.total_steps:
                         break
@@ -154,6 +176,7 @@ class _Run:
             if s.batch_in_epoch:  # stopped mid-epoch by max_steps
                 self._evaluate()
                 self._save()
+            self._sync()  # nothing is left by now (evaluation and saving copy first): a guard
         finally:
             bar.close()
         return "complete"
@@ -163,7 +186,9 @@ class _Run:
         agreed on during the last step's all-reduce, so that none waits for the others forever."""
         return self.stop_now if self.world.distributed else stop.requested
 
-    def _train_step(self, batch: Any, stop: StopRequests) -> tuple[float, int]:
+    def _train_step(self, batch: Any, stop: StopRequests) -> int:
+        """One optimizer step; returns its number of items. Its row waits on the device for
+        `_sync`, which records it and checks its loss."""
         t = time.perf_counter()
         world, s, p = self.world, self.state, self.parts
         p.model.train()
@@ -172,17 +197,24 @@ class _Run:
             p.probe.begin_step(s.step + 1)
         with torch.autocast(p.device.type, p.amp_dtype, enabled=p.amp_dtype is not None):
             loss, batch_metrics, n = p.task.train_loss(batch)
-        loss_value = loss.item()
         n_local = n
+        loss_value: float | torch.Tensor
         if world.distributed:  # every rank stops, or diverges, after the same step
+            # agree_on_step waits for an all-reduce of host numbers every step anyway, so the
+            # loss is read (and checked) here, before the backward, as it always was.
+            loss_value = loss.item()
             n, bad, self.stop_now = distributed.agree_on_step(
                 n_local, not math.isfinite(loss_value), stop.requested, p.device
             )
             if bad:
                 self._diverged(loss_value if not math.isfinite(loss_value) else math.nan)
             loss = loss * (n_local * world.size / n)
-        elif not math.isfinite(loss_value):
-            self._diverged(loss_value)
+        else:
+            # Checked for NaN by `_sync`, up to sync_every - 1 steps later: until then the
+            # optimizer may step on a NaN loss. Harmless: `_sync` comes before any evaluation or
+            # checkpoint, reports the first non-finite step, with its value and epoch, and records
+            # nothing from it on, so the message and the files are those of sync_every=1.
+            loss_value = loss.detach()
         p.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if p.probe is not None and not synced:
@@ -199,25 +231,72 @@ class _Run:
         p.optimizer.step()
         p.scheduler.step()
         s.step += 1
-        if p.probe is not None:
-            rows = p.probe.end_step(s.step, s.epoch, s.step / p.total_steps)
-            self.recorder.log_probe(rows, s.step)
-        dt = time.perf_counter() - t
-        s.train_s += dt
-        s.items += n
+        probe_rows = (
+            [] if p.probe is None else p.probe.end_step(s.step, s.epoch, s.step / p.total_steps)
+        )
         # loss_normalizer: what the summed loss was divided by (tokens, images) before the backward;
         # fairseq's convention differentiates the sum, so its gradients are this many times ours.
         row = {"step": s.step, "epoch": s.epoch, "lr": lr, "loss": loss_value, "loss_normalizer": n}
-        row |= {k: float(v) for k, v in batch_metrics.items()}
-        self.recorder.log_step(row, items_per_s=round(n / dt, 1))
-        return loss_value, n
+        # (a copy: a metric that is a view of a weight would otherwise change with the next steps)
+        row |= {
+            k: v.detach().clone() if torch.is_tensor(v) else v for k, v in batch_metrics.items()
+        }
+        self.pending.append(_PendingStep(row, list(batch_metrics), probe_rows, n))
+        s.items += n
+        self.pending_s += time.perf_counter() - t
+        if len(self.pending) >= p.sync_every:
+            self._sync()
+        return n
 
-    def _diverged(self, value: float, what: str = "the training loss", step: int = 0) -> None:
+    def _sync(self) -> None:
+        """Copy the pending steps' numbers to the host in one transfer, then record them in step
+        order. A non-finite loss stops the run there, as if it had been read at its own step: the
+        steps before it are recorded, it and those after it are not.
+
+        items_per_s of each of these rows is their steps' items over their time, this copy (the
+        wait for the device) included; with sync_every=1 it is the step's own rate."""
+        if not self.pending:
+            return
+        t = time.perf_counter()
+        pending, self.pending = self.pending, []
+        flat = plain_rows([x.row for x in pending] + [r for x in pending for r in x.probe_rows])
+        seconds = self.pending_s + time.perf_counter() - t
+        self.pending_s = 0.0
+        self.state.train_s += seconds
+        items_per_s = round(sum(x.items for x in pending) / max(seconds, 1e-9), 1)
+        rows, probe_rows = flat[: len(pending)], iter(flat[len(pending) :])
+        for step, row in zip(pending, rows, strict=True):
+            row["loss"] = float(row["loss"])
+            for key in step.metric_keys:
+                row[key] = float(row[key])
+            if not math.isfinite(row["loss"]):
+                self._diverged(row["loss"], step=row["step"], epoch=row["epoch"])
+            self.last_loss = row["loss"]
+            self.recorder.log_probe([next(probe_rows) for _ in step.probe_rows], row["step"])
+            self.recorder.log_step(row, items_per_s=items_per_s)
+
+    def _sync_after_failure(self) -> None:
+        """An error stopped the loop: record the steps that finished before it, as sync_every=1
+        would have. A NaN among them is where sync_every=1 would have stopped first, so that
+        divergence is what is reported; if the device cannot be read any more, the error stands."""
+        try:
+            self._sync()
+        except TrainingDiverged:
+            raise
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            pass
+
+    def _diverged(
+        self, value: float, what: str = "the training loss", step: int = 0, epoch: int | None = None
+    ) -> None:
+        self._sync()  # the steps before it (from `_sync` itself: none left)
         step = step or self.state.step + 1
+        epoch = self.state.epoch if epoch is None else epoch
         self.recorder.diverged(step)
-        raise diverged_error(what, value, step, self.state.epoch, self.ckpt_path)
+        raise diverged_error(what, value, step, epoch, self.ckpt_path)
 
     def _evaluate(self) -> None:
+        self._sync()  # a NaN training loss first: the run stops at that step, unevaluated
         if self.world.distributed:  # rank 0's running statistics, so that every rank agrees
             distributed.broadcast_state(self.parts.model)
         self.last_eval = self.parts.task.evaluate()
@@ -229,6 +308,7 @@ class _Run:
         self.recorder.log_eval(self.state.step, self.state.epoch, self.last_eval)
 
     def _save(self) -> None:
+        self._sync()  # every step up to the checkpoint on disk, and none of a diverged run saved
         offsets = self.recorder.flush()
         if not self.world.main:
             return

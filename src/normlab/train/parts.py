@@ -35,6 +35,20 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
+def sync_interval(value: Any, device: torch.device) -> int:
+    """trainer.sync_every as a number of steps: how many steps' numbers (loss, batch metrics, probe
+    rows) stay on the device before one copy brings them all to the host. `auto` or null: 1 on a
+    CPU, where a copy costs nothing, 50 on a GPU, where each copy waits for the queued kernels."""
+    if value is None or value == "auto":
+        return 50 if device.type == "cuda" else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(
+            f"trainer.sync_every={value!r} is not a number of steps; give a whole number of at "
+            "least 1 (e.g. trainer.sync_every=50) or auto (1 on a CPU, 50 on a GPU)"
+        )
+    return value
+
+
 @dataclass
 class RunParts:
     world: distributed.World
@@ -46,6 +60,7 @@ class RunParts:
     amp_dtype: torch.dtype | None
     steps_per_epoch: int
     total_steps: int
+    sync_every: int = 1  # steps between copies of the per-step numbers to the host
 
     @property
     def model(self) -> torch.nn.Module:
@@ -54,6 +69,7 @@ class RunParts:
     @classmethod
     def build(cls, cfg: DictConfig, world: distributed.World) -> RunParts:
         device = pick_device(str(cfg.device), world.local_rank)
+        sync_every = sync_interval(cfg.trainer.get("sync_every", "auto"), device)  # before the data
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         task = TASKS.get(str(cfg.task))(cfg, device)
         model = task.model
@@ -79,7 +95,16 @@ class RunParts:
             total_steps = min(total_steps, int(cfg.trainer.max_steps))
         _warn_long_norm_warmup(model, total_steps)
         return cls(
-            world, device, task, probe, optimizer, scheduler, dtype, steps_per_epoch, total_steps
+            world,
+            device,
+            task,
+            probe,
+            optimizer,
+            scheduler,
+            dtype,
+            steps_per_epoch,
+            total_steps,
+            sync_every,
         )
 
     def checkpoint_entries(self) -> dict[str, Any]:
