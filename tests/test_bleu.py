@@ -8,7 +8,8 @@ from collections import Counter
 import pytest
 import sacrebleu
 
-from normlab.eval.bleu import detokenize, detokenized_bleu, remove_bpe, tokenized_bleu
+from normlab.bpe_text import remove_bpe
+from normlab.eval.bleu import detokenize, detokenized_bleu, tokenized_bleu
 
 HYPS = [
     "the cat sat on the mat",

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import normlab.data.iwslt14.prepare as prepare_module
+from normlab.bpe_text import remove_bpe
 from normlab.data.iwslt14 import (
     TEST_SETS,
     Dictionary,
@@ -20,7 +21,6 @@ from normlab.data.iwslt14 import (
     build_fairseq_text,
     load_prepared,
     prepare_iwslt14,
-    remove_bpe,
     split_holdout,
 )
 from normlab.data.iwslt14.archive import extract_segments

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from normlab.data.iwslt14 import prepare_parallel_text, remove_bpe
+from normlab.bpe_text import remove_bpe
+from normlab.data.iwslt14 import prepare_parallel_text
 from normlab.data.iwslt14.textio import read_lines
 from normlab.errors import UserError
 

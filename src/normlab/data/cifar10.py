@@ -198,10 +198,12 @@ def _subset(
     return x[keep], y[keep]
 
 
+# The defaults are configs/data/cifar10.yaml's, which is what a run gets;
+# tests/test_house_helpers.py keeps these equal to it.
 @DATASETS.register("cifar10")
 def load_cifar10(
     root: str,
-    source: str = "imagefolder",
+    source: str = "torchvision",
     cache_dir: str | None = None,
     download: bool = True,
     train_limit: int | None = None,

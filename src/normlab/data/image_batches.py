@@ -61,10 +61,6 @@ class ImageBatches:
     def __len__(self) -> int:
         return -(-len(self.labels) // self.batch_size)
 
-    @property
-    def num_images(self) -> int:
-        return len(self.labels)
-
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float().sub_(self.mean).mul_(self.inv_std)
         return x.contiguous(memory_format=self.memory_format)

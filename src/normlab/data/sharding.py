@@ -3,7 +3,8 @@
 Every rank draws the same global batches (the order depends only on seed and epoch) and keeps the
 items at positions rank, rank + world, rank + 2·world, ...: batch sizes (`trainer.batch_size`,
 `translation.max_tokens`) are global, so a run computes the same thing on any number of processes,
-and the strided split gives every rank a similar share of a length-sorted token batch.
+and the strided split gives every rank a similar share of a length-sorted token batch. The caller
+says which rank and world size this process has (normlab.train.distributed asks, once for all).
 """
 
 from __future__ import annotations
@@ -11,18 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TypeVar
 
-import torch.distributed as dist
-
 from normlab.errors import UserError
 
 T = TypeVar("T")
-
-
-def current_shard() -> tuple[int, int]:
-    """(rank, world size) of this process; (0, 1) outside torch.distributed."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def shard(items: T, rank: int, world: int) -> T:

@@ -148,12 +148,15 @@ def _cache(cache_dir: str | None) -> Path | None:
     return Path(os.path.expanduser(cache_dir)) if cache_dir else None
 
 
+# The defaults are configs/data/iwslt14.yaml's (tests/test_house_helpers.py keeps them equal);
+# out_dir has none here because the YAML's depends on $NORMLAB_DATA.
 @DATASETS.register("iwslt14")
 def load_iwslt14(
+    *,  # called with the YAML's keys only, so out_dir may go without a default where it stands
     prepared_dir: str | None = None,
     archive: str | None = None,
     download: bool = False,
-    out_dir: str | None = None,
+    out_dir: str | None,
     cache_dir: str | None = None,
     train_split: str = "train",
     valid_split: str = "valid",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sacrebleu.metrics import BLEU
 from sacremoses import MosesDetokenizer
 
-BPE_MARKER = "@@ "
+from normlab.bpe_text import BPE_SYMBOL, remove_bpe
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,6 @@ class BleuResult:
     def __str__(self) -> str:
         p = "/".join(f"{x:.1f}" for x in self.precisions)
         return f"BLEU = {self.score:.2f} {p} (BP = {self.brevity_penalty:.3f}) {self.signature}"
-
-
-def remove_bpe(line: str, marker: str = BPE_MARKER) -> str:
-    """Join subword pieces as fairseq's `--remove-bpe` does: "new@@ s" -> "news"."""
-    return (line + " ").replace(marker, "").rstrip()
 
 
 def _check_lengths(hypotheses: Sequence[str], references: Sequence[str]) -> None:
@@ -57,7 +52,7 @@ def _score(metric: BLEU, hypotheses: Sequence[str], references: Sequence[str]) -
 
 
 def tokenized_bleu(
-    hypotheses: Sequence[str], references: Sequence[str], bpe_marker: str | None = BPE_MARKER
+    hypotheses: Sequence[str], references: Sequence[str], bpe_marker: str | None = BPE_SYMBOL
 ) -> BleuResult:
     """The paper's BLEU over whitespace tokens; BPE is removed from both sides first."""
     _check_lengths(hypotheses, references)
@@ -78,7 +73,7 @@ def detokenized_bleu(
     hypotheses: Sequence[str],
     references: Sequence[str],
     lang: str,
-    bpe_marker: str | None = BPE_MARKER,
+    bpe_marker: str | None = BPE_SYMBOL,
 ) -> BleuResult:
     """sacreBLEU with its defaults (13a, exp smoothing) on Moses-detokenized text in `lang`."""
     _check_lengths(hypotheses, references)

@@ -61,3 +61,16 @@ def norm_factory(cfg: Mapping[str, Any], layout: Layout) -> NormFactory:
 def unsupported_layout(name: str, layout: str) -> UserError:
     """The error a builder raises for a layout it does not implement."""
     return UserError(f"norm {name!r} has no {layout} version; pick another norm for this model")
+
+
+def check_groups(groups: int, num_features: int, unit: str, why: str = "") -> None:
+    """The one divisor check of every norm that splits a layer's features into `groups` groups
+    (GroupNorm's channels, group scaling's features per token): fail with one sentence, listing
+    the divisors, unless `groups` splits a layer of `num_features` `unit` evenly. `why` names the
+    usual choice, if any."""
+    if groups < 1 or num_features % groups:
+        divisors = [g for g in range(1, num_features + 1) if num_features % g == 0]
+        raise UserError(
+            f"norm.groups={groups} does not divide a layer of {num_features} {unit}; choose a "
+            f"divisor of every layer's width{why}, e.g. one of {divisors}"
+        )

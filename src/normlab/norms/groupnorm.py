@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from normlab.errors import UserError
-from normlab.norms import NORMS, unsupported_layout
+from normlab.norms import NORMS, check_groups, unsupported_layout
 
 
 @NORMS.register("gn")
@@ -14,10 +13,5 @@ def build_groupnorm(
 ) -> nn.Module:
     if layout != "image":
         raise unsupported_layout("gn", layout)
-    if groups < 1 or num_features % groups:
-        divisors = [g for g in range(1, num_features + 1) if num_features % g == 0]
-        raise UserError(
-            f"norm.groups={groups} does not divide a layer of {num_features} channels; "
-            f"choose a divisor of every layer's width, e.g. one of {divisors}"
-        )
+    check_groups(groups, num_features, "channels")
     return nn.GroupNorm(groups, num_features, eps=eps)

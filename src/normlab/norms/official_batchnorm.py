@@ -41,7 +41,7 @@ from torch import nn
 
 from normlab.errors import UserError
 from normlab.norms import NORMS, unsupported_layout
-from normlab.norms.masked_batchnorm import rms_scale
+from normlab.norms.group_scaling import group_scale
 
 # LayerScaling1D's own default, fixed in the official code whatever the BN's eps is.
 LAYER_SCALING_EPS = 1e-5
@@ -111,7 +111,7 @@ class OfficialMaskedBatchNorm(nn.Module):
 
         Public so that a probe can recompute μ_B and σ²_B from a hooked input.
         """
-        return mean_filled(rms_scale(x, LAYER_SCALING_EPS), pad_mask)
+        return mean_filled(group_scale(x, 1, LAYER_SCALING_EPS), pad_mask)  # LayerScaling
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
         # At least float32 for the statistics, as PyTorch's BN under autocast.

@@ -52,8 +52,8 @@ import torch
 from torch import nn
 
 from normlab.errors import UserError
-from normlab.norms import NORMS, unsupported_layout
-from normlab.norms.group_scaling import check_groups, group_scale
+from normlab.norms import NORMS, check_groups, unsupported_layout
+from normlab.norms.group_scaling import group_scale
 
 BACKWARD_PHI = ("forward", "batch")
 
@@ -197,15 +197,18 @@ class PowerNormV(_PowerNormBase):
 
     differentiates_batch_phi = True  # the probe records ∂L/∂ψ²_B for PN-V
 
+    # No defaults here: the options' defaults are configs/norm/pnv.yaml's, mirrored (and checked
+    # against it) by `build_powernorm_v`, which resolves group_scaling=None per layout first.
     def __init__(
         self,
         num_features: int,
-        layout: str = "sequence",
-        momentum: float = 0.1,
-        eps: float = 1e-5,
-        affine: bool = True,
-        group_scaling: bool = False,
-        groups: int = 4,
+        *,
+        layout: str,
+        momentum: float,
+        eps: float,
+        affine: bool,
+        group_scaling: bool,
+        groups: int,
     ) -> None:
         super().__init__(num_features, layout, eps, affine, group_scaling, groups)
         self.momentum = momentum
@@ -229,18 +232,21 @@ class PowerNormV(_PowerNormBase):
 class PowerNorm(_PowerNormBase):
     """PN (Algorithm 2): running ψ in the forward, approximate backward; `forward(x, pad_mask)`."""
 
+    # No defaults here: the options' defaults are configs/norm/pn.yaml's, mirrored (and checked
+    # against it) by `build_powernorm`, which resolves group_scaling=None per layout first.
     def __init__(
         self,
         num_features: int,
-        layout: str = "sequence",
-        alpha_fwd: float = 0.9,
-        alpha_bkw: float = 0.9,
-        warmup_iters: int = 0,
-        eps: float = 1e-5,
-        affine: bool = True,
-        group_scaling: bool = False,
-        groups: int = 4,
-        backward_phi: str = "forward",
+        *,
+        layout: str,
+        alpha_fwd: float,
+        alpha_bkw: float,
+        warmup_iters: int,
+        eps: float,
+        affine: bool,
+        group_scaling: bool,
+        groups: int,
+        backward_phi: str,
     ) -> None:
         super().__init__(num_features, layout, eps, affine, group_scaling, groups)
         self.alpha_fwd, self.alpha_bkw = alpha_fwd, alpha_bkw
@@ -300,7 +306,8 @@ def _resolve_group_scaling(
         return False
     enabled = True if group_scaling is None else bool(group_scaling)
     if enabled:
-        check_groups(groups, num_features)
+        heads = " (for group scaling, usually the attention heads)"
+        check_groups(groups, num_features, "features", heads)
     return enabled
 
 
@@ -326,7 +333,15 @@ def build_powernorm_v(
         "momentum", momentum, "the weight of the batch's ψ²_B in the running ψ² (BN: 0.1)", True
     )
     scaling = _resolve_group_scaling("pnv", layout, num_features, group_scaling, groups)
-    return PowerNormV(num_features, layout, momentum, eps, affine, scaling, groups)
+    return PowerNormV(
+        num_features,
+        layout=layout,
+        momentum=momentum,
+        eps=eps,
+        affine=affine,
+        group_scaling=scaling,
+        groups=groups,
+    )
 
 
 @NORMS.register("pn")
@@ -356,13 +371,13 @@ def build_powernorm(
     scaling = _resolve_group_scaling("pn", layout, num_features, group_scaling, groups)
     return PowerNorm(
         num_features,
-        layout,
-        alpha_fwd,
-        alpha_bkw,
-        int(warmup_iters),
-        eps,
-        affine,
-        scaling,
-        groups,
-        backward_phi,
+        layout=layout,
+        alpha_fwd=alpha_fwd,
+        alpha_bkw=alpha_bkw,
+        warmup_iters=int(warmup_iters),
+        eps=eps,
+        affine=affine,
+        group_scaling=scaling,
+        groups=groups,
+        backward_phi=backward_phi,
     )

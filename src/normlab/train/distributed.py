@@ -41,17 +41,26 @@ class World:
         return self.size > 1
 
 
+# The one place a process asks who it is. Everything that depends on the rank (the World below,
+# hence the run directory's writer; the lock and launch record taken before the World exists; the
+# shard of the data a task trains on) reads these two functions, so they cannot disagree, e.g. when
+# torch.distributed is not initialized yet or a stray RANK is set in a single-process run.
+def launched_world_size() -> int:
+    """How many processes torchrun started for this run (1 when not launched by torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def launched_rank() -> int:
-    """This process's rank as torchrun set it (0 when not launched by torchrun)."""
-    return int(os.environ.get("RANK", "0"))
+    """This process's rank as torchrun set it; 0 in a single-process run, whatever RANK says."""
+    return int(os.environ.get("RANK", "0")) if launched_world_size() > 1 else 0
 
 
 def init_world(backend: str, sync_bn: bool, device_name: str) -> World:
     """Join the process group torchrun set up (a no-op for a single process)."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
+    size = launched_world_size()
     if size == 1:
         return World(sync_bn=sync_bn)
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, local_rank = launched_rank(), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device_name.startswith("cuda") or (
         device_name == "auto" and torch.cuda.is_available()
     )

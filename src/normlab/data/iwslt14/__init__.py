@@ -24,7 +24,6 @@ _EXPORTS = {
     "TEST_SETS": "archive",
     "apply_codes": "bpe",
     "learn_codes": "bpe",
-    "remove_bpe": "bpe",
     "PIPELINE_VERSION": "cache",
     "default_iwslt14_cache": "cache",
     "Dictionary": "dictionary",
@@ -55,14 +54,13 @@ __all__ = [
     "prepare_iwslt14",
     "prepare_parallel_files",
     "prepare_parallel_text",
-    "remove_bpe",
     "split_holdout",
     "tokenize_lines",
 ]
 
 if TYPE_CHECKING:
     from normlab.data.iwslt14.archive import IWSLT14_URL, TEST_SETS
-    from normlab.data.iwslt14.bpe import apply_codes, learn_codes, remove_bpe
+    from normlab.data.iwslt14.bpe import apply_codes, learn_codes
     from normlab.data.iwslt14.cache import PIPELINE_VERSION, default_iwslt14_cache
     from normlab.data.iwslt14.dictionary import Dictionary
     from normlab.data.iwslt14.parallel_text import prepare_parallel_files, prepare_parallel_text

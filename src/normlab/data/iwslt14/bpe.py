@@ -20,8 +20,6 @@ from normlab.data.iwslt14._parallel import Workers, map_chunks
 from normlab.data.iwslt14.textio import decode_lines
 from normlab.errors import UserError
 
-BPE_SYMBOL = "@@ "
-
 
 def check_merges(merges: int) -> None:
     """Refuse a merge count subword-nmt would silently accept (0 or less learns nothing)."""
@@ -85,8 +83,3 @@ def apply_codes(
 ) -> list[str]:
     """Segment tokenized lines with BPE codes (separator "@@")."""
     return map_chunks(BpeApplier(codes), lines, workers=workers, desc=desc)
-
-
-def remove_bpe(line: str, symbol: str = BPE_SYMBOL) -> str:
-    """Undo BPE the way fairseq's post-processing does: join "@@ "-marked pieces."""
-    return (line + " ").replace(symbol, "").rstrip()

@@ -13,7 +13,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable
 
-from normlab.data.iwslt14.bpe import BPE_SYMBOL, remove_bpe
+from normlab.bpe_text import BPE_SYMBOL, remove_bpe
 from normlab.data.iwslt14.textio import read_lines
 from normlab.errors import UserError
 from normlab.io_utils import atomic_write_text
@@ -61,13 +61,6 @@ class Dictionary:
             d._add(f"madeupword{i:04d}", 0)
             i += 1
         return d
-
-    @classmethod
-    def build_from_files(
-        cls, paths: Iterable[str | os.PathLike], padding_factor: int = PADDING_FACTOR
-    ) -> Dictionary:
-        lines = (line for path in paths for line in read_lines(path))
-        return cls.build(lines, padding_factor)
 
     def save(self, path: str | os.PathLike) -> None:
         """fairseq's dict.txt: "token count" per line, specials omitted (written atomically)."""

@@ -18,11 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from normlab.data import load_dataset
 from normlab.data.image_batches import ImageBatches
-from normlab.data.sharding import current_shard
 from normlab.errors import UserError
 from normlab.eval.classification import evaluate_classifier
 from normlab.models import MODELS, build_model
 from normlab.norms import norm_factory
+from normlab.train import distributed
 from normlab.train.checkpoint import load_checkpoint
 from normlab.train.tasks import TASKS, scale_metrics
 
@@ -62,7 +62,8 @@ class ImageClassificationTask:
             data.train_y,
             batch_size=cfg.trainer.batch_size,
             seed=cfg.seed,
-            shard=current_shard(),  # every rank evaluates the whole test set
+            # this rank's share of every batch; every rank evaluates the whole test set
+            shard=(distributed.launched_rank(), distributed.launched_world_size()),
             **common,
         )
         self.test_data = ImageBatches(

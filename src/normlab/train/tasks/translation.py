@@ -13,15 +13,17 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from normlab.bpe_text import remove_bpe
 from normlab.data import load_dataset
-from normlab.data.sharding import check_shardable, current_shard, shard
+from normlab.data.sharding import check_shardable, shard
 from normlab.data.token_batches import collate_pairs, epoch_batches
 from normlab.eval.beam_search import beam_search
-from normlab.eval.bleu import detokenized_bleu, remove_bpe, tokenized_bleu
+from normlab.eval.bleu import detokenized_bleu, tokenized_bleu
 from normlab.eval.checkpoint_average import average_checkpoints
 from normlab.io_utils import atomic_write_text
 from normlab.models import build_model
 from normlab.norms import norm_factory
+from normlab.train import distributed
 from normlab.train.checkpoint import load_checkpoint
 from normlab.train.losses import label_smoothed_nll
 from normlab.train.tasks import TASKS, scale_metrics
@@ -55,7 +57,7 @@ class TranslationTask:
         self.lengths = tuple(np.array([len(s) for s in side]) for side in self.train_pairs)
         batches = self._batches(0)  # every epoch packs the same sorted lengths: same sizes
         self._steps = len(batches)
-        self.rank, self.world = current_shard()
+        self.rank, self.world = distributed.launched_rank(), distributed.launched_world_size()
         check_shardable(
             (len(b) for b in batches), self.world, "sentence pairs", "raise translation.max_tokens"
         )
