@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import copy
 import inspect
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from omegaconf import OmegaConf
 from torch import nn
 from torch.func import functional_call
 
+from helpers import compose_config
 from normlab.errors import UserError
 from normlab.models import build_model
 from normlab.norms import norm_factory
@@ -21,7 +21,6 @@ from normlab.norms.powernorm import PowerNorm, PowerNormV, build_powernorm, buil
 C = 8
 EPS = 1e-5
 LENGTHS = [5, 2, 4]
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "norm"
 
 
 def padded_batch(lengths, width, seed=0, pad_value=1e3, channels=C):
@@ -318,7 +317,8 @@ def test_groups_are_ignored_when_group_scaling_is_off():
 
 @pytest.mark.parametrize("name,builder", [("pn", build_powernorm), ("pnv", build_powernorm_v)])
 def test_yaml_lists_every_option_with_the_builder_default(name, builder):
-    cfg = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    # as composed: configs/norm/<name>.yaml with the options PN-V and PN share (norm/shared/)
+    cfg = OmegaConf.to_container(compose_config([f"norm={name}"]).norm, resolve=False)
     params = inspect.signature(builder).parameters
     defaults = {k: p.default for k, p in params.items() if k not in ("num_features", "layout")}
     if name == "pn":  # the YAML ties PN's warmup to the run's LR warmup (0 where there is none)

@@ -12,6 +12,7 @@ from helpers import (
     TOKEN_PAD,
     TOKEN_VOCAB,
     assert_cached_decoding_matches,
+    compose_config,
     token_batch,
 )
 from normlab.errors import UserError
@@ -172,7 +173,8 @@ def test_parameter_count_by_arithmetic():
 
 @pytest.mark.parametrize("name", ["transformer_smoke", "transformer_cpu"])
 def test_the_yaml_configs_build_through_the_task_interface(name):
-    cfg = OmegaConf.load(REPO / "configs" / "model" / f"{name}.yaml")  # as Hydra hands it over
+    overrides = ["experiment=iwslt14_transformer", "scale=paper", f"model={name}"]
+    cfg = compose_config(overrides).model  # as Hydra hands it over (over transformer_iwslt_de_en)
     cfg.sublayer_norms.encoder_final = {"name": "none"}
     model = build_model(
         cfg,
