@@ -133,7 +133,7 @@ table1: install ## Table 1: sweep norm=ln,bn,pnv,pn x 3 seeds at SCALE, then res
 # Table 1 on Multi30K (converged runs): norm x seed, JOBS at a time. Each finished run's small outputs
 # are exported to COMMITTED (results/runs/) at once and a committed run is skipped, so the 12 runs
 # complete across machines and working periods; the table reads the committed copies.
-TABLE1_GRID ?= --grid norm=ln,bn,pnv,pn --grid seed=0,1,2
+TABLE1_GRID ?= --grid seed=0,1,2 --grid norm=ln,bn,pnv,pn
 JOBS ?= 2
 COMMITTED ?= results/runs
 TABLE1_OUT ?= results/table1/multi30k_$(SCALE)

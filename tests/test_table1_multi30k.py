@@ -15,9 +15,12 @@ from helpers import SHARED_DATA
 ROOT = Path(__file__).resolve().parents[1]
 MULTI30K = SHARED_DATA / "multi30k"
 
-pytestmark = pytest.mark.skipif(
-    not MULTI30K.is_dir(), reason=f"Multi30K is not at {MULTI30K} (this environment's data)"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not MULTI30K.is_dir(), reason=f"Multi30K is not at {MULTI30K} (this environment's data)"
+    ),
+    pytest.mark.slow,  # four smoke runs through make: ~45 s on an idle 2-core machine
+]
 
 
 def _make(tmp_path: Path) -> subprocess.CompletedProcess:
