@@ -5,7 +5,7 @@ for runs that log their input scale, fig3 both gradient conventions for runs tha
 loss_normalizer).
 
     python scripts/plot_batch_stats.py fig2 --run "ResNet-20 / CIFAR-10=runs/.../norm=bn" \
-        --run "Transformer_BN / IWSLT14=runs/...:encoder.layers.0.self_attn_norm" --out results/fig2/cpu
+        --run "Transformer_BN / IWSLT14=runs/...:encoder_layers.0.self_attn_norm" --out results/fig2/cpu
 
 A run is LABEL=RUN_DIR, optionally followed by :LAYER (default: the run's first BN layer).
 """

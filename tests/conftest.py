@@ -10,6 +10,11 @@ import pytest
 from helpers import SHARED_DATA, make_image_folder
 
 
+def pytest_configure(config):
+    # Runs wandb starts in tests (and their subprocesses) print nothing unless the user says so.
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     # Tests never touch the user's real cache.
@@ -41,7 +46,3 @@ def shared_data() -> Path:
             f"{SHARED_DATA} not found: this check needs the shared data folder beside the checkout"
         )
     return SHARED_DATA
-
-
-def pytest_collection_modifyitems(config, items):
-    os.environ.setdefault("WANDB_SILENT", "true")

@@ -24,7 +24,16 @@ from omegaconf import DictConfig, OmegaConf
 from normlab.config import run_name_exclusions
 from normlab.errors import UserError
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+def _config_dir() -> Path:
+    """The Hydra configs: the copy a wheel ships inside the package (`pip install .`, see
+    setup.py), else the checkout's top-level configs/ (an editable install, `make install`)."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "configs"
+    return packaged if packaged.is_dir() else here.parents[1] / "configs"
+
+
+CONFIG_DIR = _config_dir()
 # Groups chosen on the command line; `preset` is picked by experiment+scale, `hydra` by us.
 USER_GROUPS = (
     "model",

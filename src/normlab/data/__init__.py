@@ -38,7 +38,7 @@ def load_dataset(cfg: Mapping[str, Any]) -> Any:
 
 
 def default_cache_dir() -> str:
-    """A writable per-user cache (data folders may be read-only, as ../shared is in CI)."""
+    """A writable per-user cache (a data folder may be read-only)."""
     import os
 
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")

@@ -1,8 +1,9 @@
 """CIFAR-10 from torchvision's download or from an image folder, decoded once into a uint8 cache.
 
 `source=torchvision` downloads the real dataset into `root` when it is missing.
-`source=imagefolder` reads `root/{train,test}/<class>/*.{png,jpg}` (how this team's environment
-provides CIFAR-10: a lossy JPEG copy and a bit-exact PNG subset). Either way the images are decoded
+`source=imagefolder` reads `root/{train,test}/<class>/*.{png,jpg}`, a full copy or a subset; a
+folder with JPEGs is labelled "CIFAR-10 (JPEG copy)" (a lossy re-encoding, never plain CIFAR-10),
+one of fewer PNGs than the real splits a "PNG subset". Either way the images are decoded
 once into uint8 tensors saved atomically under `cache_dir` (the data folder may be read-only), keyed
 by the source's file listing, so later runs load them in a fraction of a second.
 """
@@ -52,8 +53,7 @@ class ImageData:
 def _fix_hint(root: Path) -> str:
     return (
         f"either download it with data.source=torchvision data.root={root} (needs internet), or "
-        "point data.root at a folder holding train/<class>/*.png and test/<class>/*.png "
-        "(e.g. data.root=../shared/data/cifar10-subset)"
+        "point data.root at a folder holding train/<class>/*.png and test/<class>/*.png"
     )
 
 

@@ -29,7 +29,7 @@ def pack_by_tokens(
         if n > max_tokens:
             raise UserError(
                 f"sentence pair {idx} has {n} tokens, more than max_tokens={max_tokens}; "
-                "raise trainer.max_tokens or filter long pairs out"
+                "raise translation.max_tokens or filter long pairs out"
             )
         size = pos - start + 1
         new_longest = max(longest, n)

@@ -3,8 +3,8 @@
 Three sources behind one config:
 - `iwslt14` with `archive=de-en.tgz` (or `download=true`): fairseq's prepare-iwslt14.sh in Python;
 - `iwslt14` with `prepared_dir=DIR`: a directory already in fairseq's layout (BPE'd text), e.g.
-  fairseq's own output — or, in this team's environment, fairseq's valid/test files, where the cpu
-  scale trains on the valid split (a real 1/23 sample of the training corpus) minus a held-out slice;
+  fairseq's own output; `train_split=valid` with `holdout=N` trains on another split (fairseq's
+  valid is a real 1/23 sample of the training corpus) and validates on N pairs held out of it;
 - `parallel_text` with `dir`, `src`, `tgt`: your own raw {train,valid,test}.{src,tgt} files.
 """
 
@@ -268,7 +268,7 @@ def _check_raw_splits(
     valid_split: str,
 ) -> None:
     """Fail before tokenizing anything if a split the run needs has no files."""
-    from normlab.data.iwslt14.prepared import SPLITS
+    from normlab.data.iwslt14.prepared_data import SPLITS
 
     if not raw.is_dir():
         raise UserError(

@@ -8,7 +8,7 @@
 
 Modules, one step each: archive (read/download de-en.tgz), tokenize (Moses), clean
 (clean-corpus-n), bpe (subword-nmt), dictionary (fairseq-style), cache (content-keyed, atomic),
-prepare (the script's pipeline), prepared (PreparedData, load_prepared), parallel_text.
+prepare (the script's pipeline), prepared_data (PreparedData, load_prepared), parallel_text.
 
 Names are imported lazily (PEP 562): tokenization worker processes import
 `normlab.data.iwslt14.tokenize`, and should not pay for `datasets` on start-up.
@@ -31,9 +31,9 @@ _EXPORTS = {
     "prepare_parallel_text": "parallel_text",
     "build_fairseq_text": "prepare",
     "prepare_iwslt14": "prepare",
-    "PreparedData": "prepared",
-    "load_prepared": "prepared",
-    "split_holdout": "prepared",
+    "PreparedData": "prepared_data",
+    "load_prepared": "prepared_data",
+    "split_holdout": "prepared_data",
     "PerlMosesTokenizer": "tokenize",
     "lowercase": "tokenize",
     "tokenize_lines": "tokenize",
@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from normlab.data.iwslt14.dictionary import Dictionary
     from normlab.data.iwslt14.parallel_text import prepare_parallel_files, prepare_parallel_text
     from normlab.data.iwslt14.prepare import build_fairseq_text, prepare_iwslt14
-    from normlab.data.iwslt14.prepared import PreparedData, load_prepared, split_holdout
+    from normlab.data.iwslt14.prepared_data import PreparedData, load_prepared, split_holdout
     from normlab.data.iwslt14.tokenize import PerlMosesTokenizer, lowercase, tokenize_lines
 
 

@@ -30,7 +30,7 @@ from normlab.data.iwslt14.cache import (
     lookup,
 )
 from normlab.data.iwslt14.prepare import DEFAULT_MERGES, bpe_key, build_fairseq_text, finish
-from normlab.data.iwslt14.prepared import SPLITS, PreparedData, write_ids_entry
+from normlab.data.iwslt14.prepared_data import SPLITS, PreparedData, write_ids_entry
 from normlab.data.iwslt14.textio import RawPair, read_pair
 from normlab.errors import UserError
 

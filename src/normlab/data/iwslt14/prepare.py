@@ -32,7 +32,7 @@ from normlab.data.iwslt14.cache import (
     lookup,
 )
 from normlab.data.iwslt14.clean import clean_corpus
-from normlab.data.iwslt14.prepared import PreparedData, open_entry, write_ids_entry
+from normlab.data.iwslt14.prepared_data import PreparedData, open_entry, write_ids_entry
 from normlab.data.iwslt14.textio import RawPair, write_lines
 from normlab.data.iwslt14.tokenize import lowercase, tokenize_lines
 from normlab.errors import UserError

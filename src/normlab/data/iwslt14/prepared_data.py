@@ -1,10 +1,10 @@
 """Prepared data as training sees it: a joined dictionary and token ids per split, from the cache.
 
 Any fairseq-layout directory (`{train,valid,test}.{src,tgt}`, BPE applied, plus optionally `code`
-and `tmp/`) can be turned into PreparedData. Here the full IWSLT14 training corpus is not
-available, so the cpu scale loads fairseq's own valid+test outputs: the dictionary is then counted
-on the training-role split (train if present, else valid), never on test, so that test words
-unseen in training stay <unk> exactly as with fairseq's train-only dictionary.
+and `tmp/`) can be turned into PreparedData. A directory may lack the train split (fairseq's
+valid+test outputs alone, say, to train on valid): the dictionary is counted on the training-role
+split (train if present, else valid), never on test, so that test words unseen in training stay
+<unk> exactly as with fairseq's train-only dictionary.
 """
 
 from __future__ import annotations
