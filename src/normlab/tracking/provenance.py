@@ -18,7 +18,10 @@ def git_info(cwd: str | os.PathLike | None = None) -> dict[str, Any]:
         ).stdout.strip()
         dirty = bool(
             subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
+                # results/ holds outputs (figures, tables, exported runs), not code: a figure
+                # rewriting its own tracked files does not make the code that made it dirty.
+                ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)"]
+                + [":(top,exclude)results"],
                 cwd=cwd,
                 capture_output=True,
                 text=True,
