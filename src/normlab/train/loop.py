@@ -2,15 +2,15 @@
 
 Per step it records one row of metrics.csv; per epoch it evaluates (eval.csv) and writes
 checkpoints/last.pt; at the end it writes summary.json. A step's numbers (loss, batch metrics,
-probe rows) stay on the device and reach the host every `trainer.sync_every` steps in one copy
-(`_sync`), and always before an evaluation, a checkpoint and the end: on a GPU every copy waits for
-the queued work, so one wait per N steps instead of several per step. A run interrupted by
+probe rows) reach the host every `trainer.sync_every` steps in one copy, and always before an
+evaluation, a checkpoint and the end (`normlab.train.step_records`). A run interrupted by
 SIGTERM/SIGINT writes a checkpoint first, and rerunning the same command continues it; a completed
 run is not redone.
 Under torchrun every rank runs this loop on its shard of each batch and rank 0 alone writes files
 (`normlab.train.distributed`). This module keeps the steps and epochs; what the run trains with is
-built in `normlab.train.parts`, where it stands is `normlab.train.state.TrainState`, and what it
-records where is `normlab.tracking.run_recorder`'s business.
+built in `normlab.train.parts`, where it stands is `normlab.train.state.TrainState`, what last.pt
+holds is `normlab.train.run_checkpoint`'s business and what it records where is
+`normlab.tracking.run_recorder`'s.
 """
 
 from __future__ import annotations
@@ -19,45 +19,27 @@ import contextlib
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from normlab.errors import TrainingDiverged, UserError
-from normlab.probe.store import plain_rows
+from normlab.errors import UserError
 from normlab.tracking.progress import ProgressBar
 from normlab.tracking.provenance import git_info, now, run_provenance
 from normlab.tracking.run_recorder import RunRecorder, completed_summary
 from normlab.train import distributed
-from normlab.train.checkpoint import (
-    diverged_error,
-    epoch_checkpoints,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    save_epoch_checkpoint,
-    set_rng_state,
-)
+from normlab.train.checkpoint import diverged_error, epoch_checkpoints, save_epoch_checkpoint
 from normlab.train.interrupt import StopRequests
 from normlab.train.parts import RunParts
 from normlab.train.preflight import check_same_config
+from normlab.train.run_checkpoint import resume_run, save_run
 from normlab.train.run_dir import RunDirLock, remove_stale_run_temporaries
 from normlab.train.state import TrainState
+from normlab.train.step_records import StepRecords
 
 TIMING_KEYS = ("wall_s", "train_s", "items_per_s", "finished_at", "resumed", "git_segments")
-
-
-@dataclass
-class _PendingStep:
-    """A finished step whose numbers are not on the host yet (see `_Run._sync`)."""
-
-    row: dict[str, Any]  # metrics.csv's row; loss and batch metrics may be device tensors
-    metric_keys: list[str]  # the batch metrics among its columns (recorded as floats)
-    probe_rows: list[dict[str, Any]]
-    items: int
 
 
 def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -77,9 +59,6 @@ class _Run:
         # The code that runs is the code at start: a commit made while a run goes on is not its.
         self.state = TrainState(git_segments=[git_info() | {"started_at": now()}])
         self.last_eval: dict[str, float] = {}
-        self.pending: list[_PendingStep] = []
-        self.pending_s = 0.0  # seconds the pending steps took, up to their copy to the host
-        self.last_loss: float | None = None  # the newest loss on the host (the progress bar's)
 
     def execute(self) -> dict[str, Any]:
         done = completed_summary(self.dir) if self.cfg.resume != "never" else None
@@ -108,17 +87,23 @@ class _Run:
             raise UserError(
                 f"{self.ckpt_path} exists and resume=never; delete the run directory or drop resume=never"
             )
-        offsets = self._resume() if self.ckpt_path.exists() else None
+        offsets = None
+        if self.ckpt_path.exists():
+            offsets, self.last_eval = resume_run(
+                self.ckpt_path, self.config, p, self.state, rank=world.rank, seed=cfg.seed
+            )
+            print(f"resuming {self.dir} at step {self.state.step} (epoch {self.state.epoch})")
         self.recorder = RunRecorder(
             cfg, self.dir, self.config, rank=world.rank, own_probe_rows=not world.sync_bn,
             train_keys=p.task.train_keys, eval_keys=p.task.eval_keys,
             resume_step=None if offsets is None else self.state.step, offsets=offsets,
         )  # fmt: skip
+        self.steps = StepRecords(self.state, p.sync_every, self.recorder, self._diverged)
         try:
             with StopRequests(cfg.trainer.get("simulate_interrupt_at_step")) as stop:
                 status = self._loop(stop)
         except Exception:
-            self._sync_after_failure()
+            self.steps.flush_after_failure()
             raise
         finally:
             self.recorder.close()
@@ -126,18 +111,6 @@ class _Run:
         if status == "complete" and finalize is not None and world.main:
             self.last_eval = {**self.last_eval, **finalize(self.dir, epoch_checkpoints(self.dir))}
         return self.recorder.finish(self._summary(status))
-
-    def _resume(self) -> dict[str, int]:
-        ckpt = load_checkpoint(self.ckpt_path)
-        check_same_config(ckpt["config"], self.config, self.ckpt_path)
-        self.parts.restore(ckpt)
-        self.state.resume(ckpt["progress"])
-        self.last_eval = ckpt.get("last_eval", {})
-        set_rng_state(ckpt["rng"])  # rank 0's: the other ranks reseed their dropout
-        if rank := self.world.rank:
-            torch.manual_seed((self.cfg.seed * 1_000_003 + rank) * 7919 + self.state.step)
-        print(f"resuming {self.dir} at step {self.state.step} (epoch {self.state.epoch})")
-        return ckpt["offsets"]
 
     # ----------------------------------------------------------------------------- the loop
     def _loop(self, stop: StopRequests) -> str:
@@ -151,7 +124,7 @@ class _Run:
                 for batch in p.task.train_batches(s.epoch, s.batch_in_epoch):
                     n = self._train_step(batch, stop)
                     s.batch_in_epoch += 1
-                    bar.step(s.step, s.epoch, self.last_loss, n)  # the newest loss on the host
+                    bar.step(s.step, s.epoch, self.steps.last_loss, n)  # the host's newest loss
                     stop.after_step(s.step)
                     if self._stopping(stop) or s.step >= p.total_steps:
                         break
@@ -176,7 +149,7 @@ class _Run:
             if s.batch_in_epoch:  # stopped mid-epoch by max_steps
                 self._evaluate()
                 self._save()
-            self._sync()  # nothing is left by now (evaluation and saving copy first): a guard
+            self.steps.flush()  # nothing is left by now (evaluation and saving copy first): a guard
         finally:
             bar.close()
         return "complete"
@@ -188,7 +161,7 @@ class _Run:
 
     def _train_step(self, batch: Any, stop: StopRequests) -> int:
         """One optimizer step; returns its number of items. Its row waits on the device for
-        `_sync`, which records it and checks its loss."""
+        `StepRecords.flush`, which records it and checks its loss."""
         t = time.perf_counter()
         world, s, p = self.world, self.state, self.parts
         p.model.train()
@@ -210,10 +183,10 @@ class _Run:
                 self._diverged(loss_value if not math.isfinite(loss_value) else math.nan)
             loss = loss * (n_local * world.size / n)
         else:
-            # Checked for NaN by `_sync`, up to sync_every - 1 steps later: until then the
-            # optimizer may step on a NaN loss. Harmless: `_sync` comes before any evaluation or
-            # checkpoint, reports the first non-finite step, with its value and epoch, and records
-            # nothing from it on, so the message and the files are those of sync_every=1.
+            # Checked for NaN by `StepRecords.flush`, up to sync_every - 1 steps later: until then
+            # the optimizer may step on a NaN loss. Harmless: the flush comes before any evaluation
+            # or checkpoint, reports the first non-finite step, with its value and epoch, and
+            # records nothing from it on, so the message and the files are those of sync_every=1.
             loss_value = loss.detach()
         p.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -237,66 +210,20 @@ class _Run:
         # loss_normalizer: what the summed loss was divided by (tokens, images) before the backward;
         # fairseq's convention differentiates the sum, so its gradients are this many times ours.
         row = {"step": s.step, "epoch": s.epoch, "lr": lr, "loss": loss_value, "loss_normalizer": n}
-        # (a copy: a metric that is a view of a weight would otherwise change with the next steps)
-        row |= {
-            k: v.detach().clone() if torch.is_tensor(v) else v for k, v in batch_metrics.items()
-        }
-        self.pending.append(_PendingStep(row, list(batch_metrics), probe_rows, n))
-        s.items += n
-        self.pending_s += time.perf_counter() - t
-        if len(self.pending) >= p.sync_every:
-            self._sync()
+        self.steps.add(row, batch_metrics, probe_rows, n, started=t)
         return n
-
-    def _sync(self) -> None:
-        """Copy the pending steps' numbers to the host in one transfer, then record them in step
-        order. A non-finite loss stops the run there, as if it had been read at its own step: the
-        steps before it are recorded, it and those after it are not.
-
-        items_per_s of each of these rows is their steps' items over their time, this copy (the
-        wait for the device) included; with sync_every=1 it is the step's own rate."""
-        if not self.pending:
-            return
-        t = time.perf_counter()
-        pending, self.pending = self.pending, []
-        flat = plain_rows([x.row for x in pending] + [r for x in pending for r in x.probe_rows])
-        seconds = self.pending_s + time.perf_counter() - t
-        self.pending_s = 0.0
-        self.state.train_s += seconds
-        items_per_s = round(sum(x.items for x in pending) / max(seconds, 1e-9), 1)
-        rows, probe_rows = flat[: len(pending)], iter(flat[len(pending) :])
-        for step, row in zip(pending, rows, strict=True):
-            row["loss"] = float(row["loss"])
-            for key in step.metric_keys:
-                row[key] = float(row[key])
-            if not math.isfinite(row["loss"]):
-                self._diverged(row["loss"], step=row["step"], epoch=row["epoch"])
-            self.last_loss = row["loss"]
-            self.recorder.log_probe([next(probe_rows) for _ in step.probe_rows], row["step"])
-            self.recorder.log_step(row, items_per_s=items_per_s)
-
-    def _sync_after_failure(self) -> None:
-        """An error stopped the loop: record the steps that finished before it, as sync_every=1
-        would have. A NaN among them is where sync_every=1 would have stopped first, so that
-        divergence is what is reported; if the device cannot be read any more, the error stands."""
-        try:
-            self._sync()
-        except TrainingDiverged:
-            raise
-        except Exception:  # noqa: BLE001 - the original error is the one to report
-            pass
 
     def _diverged(
         self, value: float, what: str = "the training loss", step: int = 0, epoch: int | None = None
     ) -> None:
-        self._sync()  # the steps before it (from `_sync` itself: none left)
+        self.steps.flush()  # the steps before it (when called by the flush: none left)
         step = step or self.state.step + 1
         epoch = self.state.epoch if epoch is None else epoch
         self.recorder.diverged(step)
         raise diverged_error(what, value, step, epoch, self.ckpt_path)
 
     def _evaluate(self) -> None:
-        self._sync()  # a NaN training loss first: the run stops at that step, unevaluated
+        self.steps.flush()  # a NaN training loss first: the run stops at that step, unevaluated
         if self.world.distributed:  # rank 0's running statistics, so that every rank agrees
             distributed.broadcast_state(self.parts.model)
         self.last_eval = self.parts.task.evaluate()
@@ -308,23 +235,15 @@ class _Run:
         self.recorder.log_eval(self.state.step, self.state.epoch, self.last_eval)
 
     def _save(self) -> None:
-        self._sync()  # every step up to the checkpoint on disk, and none of a diverged run saved
+        self.steps.flush()  # every step up to the checkpoint on disk; a diverged run saves none
         offsets = self.recorder.flush()
-        if not self.world.main:
-            return
-        entries = {"config": self.config, **self.parts.checkpoint_entries()}
-        entries |= {"progress": self.state.progress(), "rng": rng_state(), "offsets": offsets}
-        save_checkpoint(self.ckpt_path, entries | {"last_eval": self.last_eval})
+        if self.world.main:
+            save_run(self.ckpt_path, self.config, self.parts, self.state, offsets, self.last_eval)
 
     def _summary(self, status: str) -> dict[str, Any]:
-        cfg, s, p = self.cfg, self.state, self.parts
-        return {
-            "status": status,
-            "steps": s.step,
-            "epochs": s.step / p.steps_per_epoch,
-            **p.summary_fields(cfg),
-            **self.last_eval,
-            **s.summary_fields(p.task.unit),
-            **run_provenance(s.git_segments, str(p.device)),
-            "config": self.config,
-        }
+        """summary.json, in this order: how far the run got, what it trained, its last evaluation,
+        its progress and speed, its provenance and its config."""
+        s, p = self.state, self.parts
+        run = {"status": status, "steps": s.step, "epochs": s.step / p.steps_per_epoch}
+        run |= p.summary_fields(self.cfg) | self.last_eval | s.summary_fields(p.task.unit)
+        return run | run_provenance(s.git_segments, str(p.device)) | {"config": self.config}
