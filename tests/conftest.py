@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SHARED_DATA, make_image_folder
+from helpers import SHARED_DATA, image_smoke_overrides, make_image_folder
 
 
 def pytest_configure(config):
@@ -28,15 +28,7 @@ def image_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def smoke_overrides(image_folder) -> list[str]:
-    return [
-        "experiment=cifar10_resnet20",
-        "scale=smoke",
-        "data.source=imagefolder",
-        f"data.root={image_folder}",
-        "trainer.progress=false",
-        "trainer.batch_size=32",
-        "trainer.threads=1",
-    ]
+    return image_smoke_overrides(image_folder)
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,19 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def image_smoke_overrides(image_folder: Path) -> list[str]:
+    """A ResNet-20 smoke run on a tiny CIFAR-like image folder, one thread, no progress bar."""
+    return [
+        "experiment=cifar10_resnet20",
+        "scale=smoke",
+        "data.source=imagefolder",
+        f"data.root={image_folder}",
+        "trainer.progress=false",
+        "trainer.batch_size=32",
+        "trainer.threads=1",
+    ]
+
+
 def compose_config(overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name="train", overrides=overrides)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import normlab.train.precision as precision
-from helpers import REPO
+from helpers import REPO, image_smoke_overrides
 from normlab.errors import UserError
 from normlab.models import build_model
 from normlab.norms import norm_factory
@@ -99,15 +99,7 @@ def test_bn_statistics_buffers_and_probe_rows_stay_float32_under_bf16():
 @pytest.fixture(scope="module")
 def precision_runs(image_folder, tmp_path_factory) -> dict[str, Path]:
     """The same smoke run in both precisions: {"bf16": run dir, "null": run dir}."""
-    smoke_overrides = [
-        "experiment=cifar10_resnet20",
-        "scale=smoke",
-        "data.source=imagefolder",
-        f"data.root={image_folder}",
-        "trainer.progress=false",
-        "trainer.batch_size=32",
-        "trainer.threads=1",
-    ]
+    smoke_overrides = image_smoke_overrides(image_folder)
     runs = {}
     for amp in ("bf16", "null"):
         root = tmp_path_factory.mktemp(f"amp_{amp}")

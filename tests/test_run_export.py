@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from helpers import REPO, compose_config
+from helpers import REPO, compose_config, image_smoke_overrides
 from normlab.probe.store import read_probe
 from normlab.tracking.run_export import export_run
 from normlab.train.loop import train
@@ -18,13 +18,7 @@ from normlab.train.loop import train
 def finished_run(tmp_path_factory, image_folder):
     cfg = compose_config(
         [
-            "experiment=cifar10_resnet20",
-            "scale=smoke",
-            "data.source=imagefolder",
-            f"data.root={image_folder}",
-            "trainer.progress=false",
-            "trainer.batch_size=32",
-            "trainer.threads=1",
+            *image_smoke_overrides(image_folder),
             "probe.flush_every=2",  # several probe parts, to be consolidated into one
         ]
     )
