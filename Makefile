@@ -16,7 +16,7 @@ IWSLT14 ?= data.prepared_dir=$(IWSLT14_DIR)
 export MALLOC_MMAP_THRESHOLD_ := 1000000000000
 export MALLOC_TRIM_THRESHOLD_ := 100000000000
 
-.PHONY: help install test test-slow lint format cifar10 iwslt14 cifar10-vit iwslt14-conv multi30k data-iwslt14 fig-runs fig2 fig3 fig4 fig2x2 table1 table1-multi30k wandb-sync bench bench-probe bench-gpu clean-runs inference-stats export-runs
+.PHONY: help install test test-slow lint format cifar10 iwslt14 cifar10-vit iwslt14-conv multi30k data-iwslt14 fig-runs fig2 fig3 fig4 fig2-multi30k fig3-multi30k fig4-multi30k fig2x2 table1 table1-multi30k wandb-sync bench bench-probe bench-gpu clean-runs inference-stats export-runs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
@@ -102,6 +102,25 @@ fig4: install ## BN vs PN-V statistics (Transformer encoder, first layer) at SCA
 	$(MAKE) --no-print-directory iwslt14 NORM=pnv SCALE=$(SCALE)
 	$(PY) scripts/plot_batch_stats.py fig4 --run "Transformer_BN=$(RUNS_ROOT)/iwslt14_transformer/$(SCALE)/norm=bn" \
 		--run "Transformer_PN-V=$(RUNS_ROOT)/iwslt14_transformer/$(SCALE)/norm=pnv" --out results/fig4/$(SCALE)
+
+# Figures 2-4 with the converged Multi30K Transformers (Table 1's seed-0 runs, trained by
+# make table1-multi30k) as the NLP half, read from their committed copies in COMMITTED, next to the
+# committed ResNet-20 BN run of the same scale. Nothing is trained here; a missing run is named.
+# FIGURES: where results/figN/multi30k_SCALE go (results).
+FIGURES ?= results
+M30K_RUN = $(COMMITTED)/multi30k_transformer/$(SCALE)/norm=$(1),seed=0
+M30K_FIG_RUNS = --run "ResNet-20 / CIFAR-10=$(COMMITTED)/cifar10_resnet20/$(SCALE)/norm=bn" \
+	--run "Transformer_BN / Multi30K=$(call M30K_RUN,bn)"
+M30K_NEEDS = @for r in $(1); do test -f "$$r/summary.json" || { echo "make $@: $$r has no summary.json; \
+	train and export it first (make table1-multi30k / make cifar10 + make export-runs)" >&2; exit 2; }; done
+fig2-multi30k fig3-multi30k: install ## Figure 2 / 3 with Multi30K's Transformer_BN (committed runs) into results/fig2|fig3/multi30k_SCALE
+	$(call M30K_NEEDS,"$(COMMITTED)/cifar10_resnet20/$(SCALE)/norm=bn" "$(call M30K_RUN,bn)")
+	$(PY) scripts/plot_batch_stats.py $(@:-multi30k=) $(M30K_FIG_RUNS) --out $(FIGURES)/$(@:-multi30k=)/multi30k_$(SCALE)
+
+fig4-multi30k: install ## BN vs PN-V (Multi30K, committed seed-0 runs) into results/fig4/multi30k_SCALE
+	$(call M30K_NEEDS,"$(call M30K_RUN,bn)" "$(call M30K_RUN,pnv)")
+	$(PY) scripts/plot_batch_stats.py fig4 --run "Transformer_BN=$(call M30K_RUN,bn)" \
+		--run "Transformer_PN-V=$(call M30K_RUN,pnv)" --out $(FIGURES)/fig4/multi30k_$(SCALE)
 
 # Architecture or data: the four BN runs of {CNN, Transformer} x {images, text} (reused when complete,
 # resumed when cut off), then the 2x2 figures, ratio table and verdict. Every experiment must have
