@@ -5,6 +5,9 @@ spread, and the first BN layer's Figure 2 medians per 20% window (results/precis
     python scripts/compare_precision.py \
         --pair "ResNet-20 BN" runs/cifar10_resnet20/cpu/norm=bn "runs/cifar10_resnet20/cpu/norm=bn,trainer.amp=bf16" \
         --spread "bleu=0.04:Table 1 cpu, BN, 3 seeds" --out results/precision
+
+--twin LABEL RUN names the pair's float32 run with another seed: the spread of its final metrics
+(where --spread gives none) and the seed-to-seed ratio of its Figure 2 window medians come from it.
 """
 
 from __future__ import annotations
@@ -36,11 +39,25 @@ def main(argv: list[str] | None = None) -> int:
         "--pair", nargs=3, action="append", required=True, metavar=("LABEL", "FP32_RUN", "BF16_RUN")
     )
     ap.add_argument("--spread", type=_spread, action="append", default=[])
+    ap.add_argument(
+        "--twin", nargs=2, action="append", default=[], metavar=("LABEL", "FP32_OTHER_SEED_RUN")
+    )
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    pairs = [Pair(label, Path(a), Path(b)) for label, a, b in args.pair]
+    twins = dict(args.twin)
+    unknown = sorted(set(twins) - {label for label, _, _ in args.pair})
+    if unknown:
+        print(
+            f"compare_precision: error: --twin {unknown[0]!r} names no --pair label",
+            file=sys.stderr,
+        )
+        return 2
+    pairs = [
+        Pair(label, Path(a), Path(b), Path(twins[label]) if label in twins else None)
+        for label, a, b in args.pair
+    ]
     for p in pairs:
-        for d in (p.fp32, p.bf16):
+        for d in (p.fp32, p.bf16, *([p.twin] if p.twin else [])):
             if not (d / "summary.json").exists():
                 print(
                     f"compare_precision: error: {d} has no summary.json; finish the run first",

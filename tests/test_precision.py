@@ -4,6 +4,7 @@ statistics, running buffers, probe rows and loss stay float32; both precisions t
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -98,12 +99,15 @@ def test_bn_statistics_buffers_and_probe_rows_stay_float32_under_bf16():
 
 @pytest.fixture(scope="module")
 def precision_runs(image_folder, tmp_path_factory) -> dict[str, Path]:
-    """The same smoke run in both precisions: {"bf16": run dir, "null": run dir}."""
+    """The same smoke run in both precisions, and float32 with another seed:
+    {"bf16": run dir, "null": run dir, "null_seed1": run dir}."""
     smoke_overrides = image_smoke_overrides(image_folder)
     runs = {}
-    for amp in ("bf16", "null"):
+    for amp, extra in (("bf16", []), ("null", []), ("null_seed1", ["seed=1"])):
         root = tmp_path_factory.mktemp(f"amp_{amp}")
-        cmd = [sys.executable, "-m", "normlab.train", *smoke_overrides, f"trainer.amp={amp}"]
+        setting = amp.removesuffix("_seed1")
+        cmd = [sys.executable, "-m", "normlab.train", *smoke_overrides, f"trainer.amp={setting}"]
+        cmd += extra
         env = {**os.environ, "NORMLAB_RUNS": str(root), "OMP_NUM_THREADS": "1"}
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
         assert proc.returncode == 0, proc.stderr[-2000:]
@@ -160,3 +164,49 @@ def test_compare_precision_reports_differences_against_the_seed_spread(precision
     ]
     assert var["ratio"] == pytest.approx(want, nan_ok=True)
     assert "| var_dist |" in (out / "precision.md").read_text()
+
+
+def test_a_twin_seed_gives_the_spread_and_the_window_yardstick(precision_runs, tmp_path):
+    """--twin: the final metrics' spread is the two float32 seeds' sample std, and each window
+    column is within the seed spread when bf16 moves its medians no more than the other seed."""
+    from normlab.analysis.comparisons import medians
+    from normlab.analysis.series import load_series
+
+    fp32, bf16, twin = (precision_runs[k] for k in ("null", "bf16", "null_seed1"))
+    out = tmp_path / "precision"
+    cmd = [sys.executable, "scripts/compare_precision.py", "--pair", "smoke", str(fp32), str(bf16)]
+    cmd += ["--twin", "smoke", str(twin), "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (pair,) = json.loads((out / "precision.json").read_text())["pairs"]
+    a, b, t = (json.loads((d / "summary.json").read_text()) for d in (fp32, bf16, twin))
+    acc = next(f for f in pair["finals"] if f["metric"] == "test_acc")
+    std = abs(t["test_acc"] - a["test_acc"]) / 2**0.5
+    assert acc["seed_std"] == pytest.approx(std)
+    assert acc["within_2_std"] == (abs(b["test_acc"] - a["test_acc"]) <= 2 * std)
+    med = {
+        k: medians(load_series(k, d), "tid_mean")
+        for k, d in (("a", fp32), ("b", bf16), ("t", twin))
+    }
+    worst = {
+        k: max(abs(math.log(y / x)) for x, y in zip(med["a"], med[k], strict=True))
+        for k in ("b", "t")
+    }
+    tid = next(w for w in pair["windows"] if w["column"] == "tid_mean")
+    assert tid["seed_ratio"] == pytest.approx(
+        [y / x for x, y in zip(med["a"], med["t"], strict=True)]
+    )
+    assert tid["within_seed"] == (worst["b"] <= worst["t"])
+    assert "| tid_mean, other seed / fp32 |" in (out / "precision.md").read_text()
+
+
+def test_a_twin_for_an_unknown_pair_is_one_sentence(tmp_path, capsys):
+    from importlib import util
+
+    spec = util.spec_from_file_location("cp", REPO / "scripts" / "compare_precision.py")
+    mod = util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    code = mod.main(["--pair", "a", "x", "y", "--twin", "b", "z", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "--twin 'b' names no --pair label" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

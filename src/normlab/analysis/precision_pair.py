@@ -4,7 +4,10 @@ Figure 2 statistics of the first BN layer per 20% window (their medians, and the
 
 The yardstick is the seed-to-seed spread: a difference smaller than what another seed gives is no
 difference a conclusion could rest on. `spread` maps a metric to that spread (a sample std over
-seeds measured elsewhere, stated with its source); a metric without one is reported, not judged.
+seeds measured elsewhere, stated with its source). A pair may instead carry a `twin`: the float32
+run again with another seed. Its final metrics give the spread of those not in `spread` (the sample
+std of two values, |a − b|/√2), and its window medians the seed-to-seed ratio that bf16's window
+ratios are judged against. A metric without either is reported, not judged.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class Pair:
     label: str
     fp32: Path
     bf16: Path
+    twin: Path | None = None  # the float32 run with another seed
 
 
 def _summary(run_dir: Path) -> dict[str, Any]:
@@ -40,11 +44,15 @@ def _precision(summary: dict[str, Any]) -> str:
 def compare(pair: Pair, spread: dict[str, tuple[float, str]]) -> dict[str, Any]:
     """Final metrics and window medians of both runs, their differences, and the verdicts."""
     a, b = _summary(pair.fp32), _summary(pair.bf16)
+    t = _summary(pair.twin) if pair.twin else {}
     finals = []
     for m in FINAL_METRICS:
         if m in a and m in b:
             diff = float(b[m]) - float(a[m])
             std, source = spread.get(m, (math.nan, ""))
+            if m not in spread and m in t:
+                std = abs(float(t[m]) - float(a[m])) / math.sqrt(2)
+                source = f"seeds {a.get('seed')} and {t.get('seed')} in float32"
             within = None if not math.isfinite(std) else abs(diff) <= 2 * std
             finals.append(
                 {
@@ -58,27 +66,37 @@ def compare(pair: Pair, spread: dict[str, tuple[float, str]]) -> dict[str, Any]:
                 }
             )
     sa, sb = load_series("fp32", pair.fp32), load_series("bf16", pair.bf16)
+    st = load_series("twin", pair.twin) if pair.twin else None
     windows = []
     for col in WINDOW_COLUMNS:
         ma, mb = medians(sa, col), medians(sb, col)
-        windows.append(
-            {
-                "column": col,
-                "fp32": ma,
-                "bf16": mb,
-                "ratio": [y / x if x else math.nan for x, y in zip(ma, mb, strict=True)],
-            }
-        )
+        row = {"column": col, "fp32": ma, "bf16": mb, "ratio": _ratios(ma, mb)}
+        if st is not None:
+            # bf16 moves a window median no more than another seed does: the largest |log ratio|
+            # over the windows, bf16's against the twin's.
+            row["seed_ratio"] = _ratios(ma, medians(st, col))
+            row["within_seed"] = _worst(row["ratio"]) <= _worst(row["seed_ratio"])
+        windows.append(row)
     return {
         "label": pair.label,
         "layer": sa.layer,
         "fp32_run": str(pair.fp32),
         "bf16_run": str(pair.bf16),
+        "twin_run": str(pair.twin) if pair.twin else None,
         "precisions": [_precision(a), _precision(b)],
         "wall_s": [a.get("wall_s"), b.get("wall_s")],
         "finals": finals,
         "windows": windows,
     }
+
+
+def _ratios(base: list[float], other: list[float]) -> list[float]:
+    return [y / x if x else math.nan for x, y in zip(base, other, strict=True)]
+
+
+def _worst(ratios: list[float]) -> float:
+    """The largest |log ratio| over the windows (inf when a ratio is not a positive number)."""
+    return max((abs(math.log(r)) if r > 0 else math.inf) for r in ratios)
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
@@ -89,6 +107,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
             "",
             f"- float32: `{r['fp32_run']}` ({r['precisions'][0]}, {r['wall_s'][0]} s)",
             f"- bfloat16: `{r['bf16_run']}` ({r['precisions'][1]}, {r['wall_s'][1]} s)",
+            *([f"- float32, another seed: `{r['twin_run']}`"] if r.get("twin_run") else []),
             "",
             "| metric | float32 | bf16 | bf16 − fp32 | seed std (source) | within 2 std |",
             "|---|---|---|---|---|---|",
@@ -103,12 +122,21 @@ def markdown(results: list[dict[str, Any]]) -> str:
             lines.append(
                 f"| {f['metric']} | {f['fp32']:.4g} | {f['bf16']:.4g} | {f['diff']:+.4g} | {std} | {within} |"
             )
+        twin = r.get("twin_run") is not None
         lines += [
             "",
-            "| Figure 2 median, bf16 / fp32 | 0-20% | 20-40% | 40-60% | 60-80% | 80-100% |",
-            "|---|---|---|---|---|---|",
+            "| Figure 2 median, bf16 / fp32 | 0-20% | 20-40% | 40-60% | 60-80% | 80-100% |"
+            + (" within the seed spread |" if twin else ""),
+            "|---|---|---|---|---|---|" + ("---|" if twin else ""),
         ]
         for w in r["windows"]:
-            lines.append(f"| {w['column']} | " + " | ".join(f"{x:.3f}" for x in w["ratio"]) + " |")
+            cells = " | ".join(f"{x:.3f}" for x in w["ratio"])
+            if twin:
+                seed = " | ".join(f"{x:.3f}" for x in w["seed_ratio"])
+                verdict = "yes" if w["within_seed"] else "NO"
+                lines.append(f"| {w['column']} | {cells} | {verdict} |")
+                lines.append(f"| {w['column']}, other seed / fp32 | {seed} | |")
+            else:
+                lines.append(f"| {w['column']} | {cells} |")
         lines.append("")
     return "\n".join(lines) + "\n"
