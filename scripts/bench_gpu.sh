@@ -13,7 +13,7 @@
 # JPEG copy under SHARED when present, else torchvision's download), AMP (bf16; empty: fp32),
 # BENCH_GPU_ARGS (more bench.py options, e.g. "--rounds 1 --compile"), TRAIN_ARGS (more Hydra
 # overrides for the run, e.g. "probe.layers=first"; `make bench-gpu ARGS=...`), RUN_DIR (default:
-# named from the overrides, as Hydra would).
+# the directory training names from these overrides: `python -m normlab.run_dir`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,24 +47,25 @@ if [[ ${DRY:-0} != 0 ]]; then
 else
     device=cuda
     bench_mode=(--device cuda)
-    # Named as Hydra names runs (the overrides, sorted, joined by ','), TRAIN_ARGS included: e.g.
-    # runs/cifar10_resnet20/paper/norm=bn,trainer.amp=bf16, or with TRAIN_ARGS=probe.layers=first
-    # runs/cifar10_resnet20/paper/norm=bn,probe.layers=first,trainer.amp=bf16.
-    name=$(printf '%s\n' norm=bn "${amp_train[@]}" "${train_extra[@]}" | LC_ALL=C sort | paste -sd, - | tr '/' '-')
-    run_dir=${RUN_DIR:-${NORMLAB_RUNS:-runs}/cifar10_resnet20/paper/$name}
+    run_dir=${RUN_DIR:-}
     fig_out=results/fig2/paper_resnet
     train_mode=(device=cuda)
+fi
+train=(experiment=cifar10_resnet20 scale=paper norm=bn "${train_mode[@]}" "${amp_train[@]}"
+    trainer.progress=false "${cifar10[@]}" "${train_extra[@]}")
+if [[ -z $run_dir ]]; then
+    # Named as training names it (normlab.run_dir composes the config as Hydra does), TRAIN_ARGS
+    # included: e.g. runs/cifar10_resnet20/paper/norm=bn,probe.layers=first,trainer.amp=bf16.
+    run_dir=$("$PY" -m normlab.run_dir "${train[@]}")
 fi
 
 t0=$SECONDS
 "$PY" scripts/bench.py "${bench_mode[@]}" --size paper "${amp_bench[@]}" \
     --cifar "$SHARED/cifar10-jpeg" --json results/bench/bench_gpu.json "${bench_extra[@]}"
 t1=$SECONDS
-# The run directory is named here (quoted for Hydra: it holds '=' and ','), so the figure finds it
-# whatever the run-name rules make of trainer.amp.
-"$VENV/bin/normlab-train" experiment=cifar10_resnet20 scale=paper norm=bn "${train_mode[@]}" \
-    "${amp_train[@]}" trainer.progress=false "hydra.run.dir='$run_dir'" \
-    "${cifar10[@]}" "${train_extra[@]}"
+# The run directory is given (quoted for Hydra: it holds '=' and ','), so the figure reads the one
+# trained, RUN_DIR's or DRY=1's too.
+"$VENV/bin/normlab-train" "${train[@]}" "hydra.run.dir='$run_dir'"
 t2=$SECONDS
 "$PY" scripts/plot_batch_stats.py fig2 --run "ResNet-20 / CIFAR-10=$run_dir" --out "$fig_out"
 t3=$SECONDS

@@ -15,25 +15,11 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
+from normlab.bench.steps import sgd_step
 from normlab.models import build_model
 from normlab.norms import norm_factory
 from normlab.probe.batch_stats import BatchStatsProbe
-
-
-def sgd_step(model, opt, x, y, probe: BatchStatsProbe | None = None, step: int = 1) -> None:
-    """One training step, with the probe's calls where the training loop makes them."""
-    if probe is not None:
-        probe.begin_step(step)
-    loss = F.cross_entropy(model(x), y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if probe is not None:
-        probe.after_backward()
-    opt.step()
-    if probe is not None:  # read every value, as writing the rows would
-        [float(r["var_dist"]) + float(r["grad_var"]) for r in probe.end_step(step, 0, 0.0)]
 
 
 def main() -> None:

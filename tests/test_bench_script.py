@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 
@@ -10,13 +9,7 @@ import pytest
 import torch
 
 from helpers import REPO
-
-
-def _bench_module():
-    spec = importlib.util.spec_from_file_location("bench", REPO / "scripts" / "bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from normlab.bench.report import scaling_markdown, scaling_results
 
 
 @pytest.mark.slow
@@ -88,8 +81,6 @@ def test_bench_refuses_cuda_without_a_gpu_in_one_sentence(tmp_path):
 
 
 def test_scaling_results_fit_and_table():
-    bench = _bench_module()
-
     def res(case, step_s, items, params):
         return {
             "case": case,
@@ -108,7 +99,7 @@ def test_scaling_results_fit_and_table():
     runs |= {
         ("tf_ln", d): [res("tf_ln", 1e-3 * (d * d) ** 0.5, 4000, d * d)] for d in (128, 256, 512)
     }
-    sc = bench.scaling_results(runs)
+    sc = scaling_results(runs)
     fit = sc["fit"]
     assert fit["resnet20_step_s"]["a_s"] == pytest.approx(0.01)
     assert fit["resnet20_step_s"]["b_s_per_image"] == pytest.approx(0.002)
@@ -119,6 +110,6 @@ def test_scaling_results_fit_and_table():
     class Args:
         device, amp, compile = "cpu", "none", False
 
-    md = bench.scaling_markdown(sc, {"cpu": "x", "cores": 2, "torch": "t"}, Args)
+    md = scaling_markdown(sc, {"cpu": "x", "cores": 2, "torch": "t"}, Args)
     assert "| 256 | 522.0 | 490 | 2.039 |" in md
     assert "step = 10.0 ms + 2.000 ms x batch" in md
