@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from normlab.tracking.wandb_mirror import _logged_in
+from normlab.tracking.wandb_mirror import logged_in
 
 
 def offline_runs(root: Path) -> list[Path]:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {r}")
     if not runs or args.dry_run:
         return 0
-    if not _logged_in():
+    if not logged_in():
         print(
             "not logged in to wandb (no WANDB_API_KEY, no `wandb login`): nothing uploaded; "
             "log in and run this again"

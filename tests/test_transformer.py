@@ -176,13 +176,8 @@ def test_the_yaml_configs_build_through_the_task_interface(name):
     overrides = ["experiment=iwslt14_transformer", "scale=paper", f"model={name}"]
     cfg = compose_config(overrides).model  # as Hydra hands it over (over transformer_iwslt_de_en)
     cfg.sublayer_norms.encoder_final = {"name": "none"}
-    model = build_model(
-        cfg,
-        norm_factory({"name": "bn"}, "sequence"),
-        vocab_size=VOCAB,
-        pad_idx=PAD,
-        norm_for=lambda c: norm_factory(c, "sequence"),
-    )
+    norm = compose_config([*overrides, "norm=bn"]).norm
+    model = build_model(cfg, norm, vocab_size=VOCAB, pad_idx=PAD)  # the model resolves every norm
     assert model.cfg.d_model == cfg.d_model
     assert isinstance(model.encoder_layers[0].self_attn_norm, MaskedBatchNorm)
     assert isinstance(model.encoder_final_norm, NoNorm)

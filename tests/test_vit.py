@@ -1,5 +1,6 @@
-"""The ViT: size counted by hand, what its BN computes, what its first norm sees, the image task's
-layout look-up and label smoothing, the configs, and smoke runs through the command line."""
+"""The ViT: size counted by hand, what its BN computes, what its first norm sees, the norms each
+model builds in the image task, label smoothing, the configs, and smoke runs through the command
+line."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from helpers import REPO, compose_config, run_smoke_sweep
 from normlab.cli import group_options
 from normlab.config import validate_config
 from normlab.errors import UserError
-from normlab.models import MODELS, build_model, count_parameters
+from normlab.models import build_model, count_parameters
 from normlab.norms import norm_factory
 from normlab.norms.masked_batchnorm import MaskedBatchNorm
 from normlab.probe.store import read_probe
@@ -32,8 +33,7 @@ def vit_config() -> dict:
 
 def build(norm: str = "ln", **options) -> nn.Module:
     torch.manual_seed(0)
-    layout = MODELS.get("vit").norm_layout
-    return build_model({"name": "vit", **options}, norm_factory({"name": norm}, layout))
+    return build_model({"name": "vit", **options}, {"name": norm})  # as the image task does
 
 
 def expected_params(d: int, layers: int, mlp: int, norm_params: int, patch: int = 4) -> int:
@@ -148,7 +148,7 @@ def _task(image_folder, *extra, experiment="cifar10_vit"):
     return TASKS.get("image_classification")(cfg, torch.device("cpu"))
 
 
-def test_the_image_task_builds_the_norms_each_model_declares(image_folder):
+def test_the_image_task_builds_the_norms_each_model_chooses(image_folder):
     vit = _task(image_folder, "norm=bn")
     assert {type(m) for n, m in vit.model.named_modules() if n.endswith("norm")} == {
         MaskedBatchNorm

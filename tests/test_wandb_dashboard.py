@@ -1,6 +1,6 @@
 """wandb dashboards, offline: a 2-job sweep gives two runs of one group holding the probe's series,
 scripts/wandb_dashboard.py logs a results folder's figures and tables, and its panel definition
-mirrors Figures 2 and 3."""
+mirrors Figures 2 and 3 for the first BN layer named by the group's runs' probe rows."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO, run_smoke_sweep
+from normlab.errors import UserError
+from normlab.probe.batch_stats import BN_COLUMNS
+from normlab.probe.store import ProbeStore, probe_layers
+from normlab.tracking import wandb_dashboard as dash_lib
 
 PROBE_KEYS = ("mean_dist", "var_dist", "tid_mean", "tid_var", "grad_mean", "grad_var")
 
@@ -58,6 +62,42 @@ def read_offline_run(run_dir: Path) -> dict:
             a = record.artifact
             out["artifacts"][a.name] = {e.path for e in a.manifest.contents}
     return out
+
+
+def write_probe_run(run_dir: Path, layers: list[tuple[str, str]], steps: int = 2) -> Path:
+    """A run directory whose probe rows name `layers` [(module name, kind)], in that order."""
+    store = ProbeStore(run_dir / "probe")
+    for step in range(1, steps + 1):
+        store.add(
+            [
+                {"step": step, "layer": name, "layer_index": i, "kind": kind, "d": 4}
+                for i, (name, kind) in enumerate(layers)
+            ]
+        )
+    store.flush()
+    return run_dir
+
+
+RESNET_LAYERS = [("stem_norm", "bn"), ("blocks.0.norm1", "bn"), ("blocks.0.norm2", "bn")]
+TRANSFORMER_BN = [
+    ("encoder_layers.0.self_attn_norm", "bn"),
+    ("encoder_layers.0.ffn_norm", "bn"),
+    ("decoder_layers.0.self_attn_norm", "ln"),
+]
+TRANSFORMER_LN = [(name, "ln") for name, _ in TRANSFORMER_BN]
+
+
+@pytest.fixture
+def group_runs(tmp_path, monkeypatch):
+    """Runs of two groups under $NORMLAB_RUNS, in Hydra's layout; the working directory has no
+    results/runs, so the layers come from these runs only."""
+    runs = tmp_path / "runs"
+    write_probe_run(runs / "cifar10_resnet20" / "smoke" / "norm=bn", RESNET_LAYERS)
+    write_probe_run(runs / "iwslt14_transformer" / "smoke" / "norm=ln", TRANSFORMER_LN)
+    write_probe_run(runs / "iwslt14_transformer" / "smoke" / "norm=bn", TRANSFORMER_BN)
+    monkeypatch.setenv("NORMLAB_RUNS", str(runs))
+    monkeypatch.chdir(tmp_path)
+    return runs
 
 
 @pytest.fixture
@@ -122,7 +162,9 @@ def _results_folder(root: Path) -> Path:
     return folder
 
 
-def test_dashboard_logs_figures_and_tables_into_an_offline_run_of_the_group(offline_wandb):
+def test_dashboard_logs_figures_and_tables_into_an_offline_run_of_the_group(
+    offline_wandb, group_runs
+):
     import wandb
 
     folder = _results_folder(offline_wandb)
@@ -147,7 +189,7 @@ def test_dashboard_logs_figures_and_tables_into_an_offline_run_of_the_group(offl
     assert _script("wandb_sync").offline_runs(offline_wandb) == [run_dir]
 
 
-def test_dashboard_spec_mirrors_figures_2_and_3(tmp_path, capsys):
+def test_dashboard_spec_mirrors_figures_2_and_3(group_runs, tmp_path, capsys):
     dash = _script("wandb_dashboard")
     assert dash.main(["--group", "cifar10_resnet20", "--print-spec"]) == 0
     spec = json.loads(capsys.readouterr().out)
@@ -170,6 +212,50 @@ def test_dashboard_spec_mirrors_figures_2_and_3(tmp_path, capsys):
         "probe/stem_norm/grad_var",
     ]
     assert spec["runs"]["group_by"] == ["group", "job_type"]
+    # --layer names the layers instead of the runs
+    capsys.readouterr()
+    assert dash.main(["--group", "g", "--layer", "blocks.0.attn_norm", "--print-spec"]) == 0
+    spec = json.loads(capsys.readouterr().out)
+    assert spec["sections"][0]["panels"][0]["y"] == ["probe/blocks.0.attn_norm/mean_dist"]
+
+
+def test_figure_panels_plot_columns_the_probe_logs():
+    keys = [key for panels in dash_lib.FIGURE_PANELS.values() for key, _ in panels]
+    assert keys == list(PROBE_KEYS) and set(keys) <= set(BN_COLUMNS)
+
+
+def test_a_runs_probe_layers_come_in_the_models_order(tmp_path):
+    layers = [("b.norm", "ln"), ("a.norm", "bn"), ("c.norm", "pn")]
+    run = write_probe_run(tmp_path / "run", layers)
+    assert probe_layers(run) == layers  # by layer_index, not by name
+    assert probe_layers(tmp_path / "no_probe_yet") == []
+    assert dash_lib.first_bn_layer(layers) == "a.norm"
+    assert dash_lib.first_bn_layer([("c.norm", "pn"), ("a.norm", "bn")]) == "c.norm"
+    assert dash_lib.first_bn_layer(TRANSFORMER_LN) is None
+
+
+def test_group_layers_come_from_the_first_root_with_a_bn_run(tmp_path):
+    own, committed = tmp_path / "runs", tmp_path / "results" / "runs"
+    write_probe_run(committed / "vit" / "cpu" / "norm=bn", [("blocks.0.attn_norm", "bn")])
+    assert dash_lib.group_layers("vit", [own, committed]) == ["blocks.0.attn_norm"]
+    # a run of the group in the runs folder wins; its LN-only runs name no BN layer
+    write_probe_run(own / "vit" / "smoke" / "norm=ln", [("blocks.0.attn_norm", "ln")])
+    write_probe_run(own / "vit" / "smoke" / "norm=bn", [("patch_norm", "bn")])
+    assert dash_lib.group_layers("vit", [own, committed]) == ["patch_norm"]
+    # the same first layer in every run of a sweep: named once
+    write_probe_run(own / "vit" / "smoke" / "norm=bn,seed=1", [("patch_norm", "bn")])
+    assert dash_lib.group_layers("vit", [own, committed]) == ["patch_norm"]
+
+
+def test_a_group_without_runs_is_one_sentence(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NORMLAB_RUNS", str(tmp_path / "runs"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="no run of group 'table1'.*--layer"):
+        dash_lib.group_layers("table1", dash_lib.runs_roots())
+    assert _script("wandb_dashboard").main(["--group", "table1", "--print-spec"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith("wandb_dashboard: error: no run of group 'table1'")
 
 
 @pytest.mark.filterwarnings(
@@ -177,9 +263,8 @@ def test_dashboard_spec_mirrors_figures_2_and_3(tmp_path, capsys):
 )  # wandb-workspaces' pydantic v1 validators
 def test_dashboard_spec_builds_a_wandb_workspace():
     pytest.importorskip("wandb_workspaces")
-    dash = _script("wandb_dashboard")
-    spec = dash.dashboard_spec(["cifar10_resnet20"], ["stem_norm"], "normlab", None)
-    workspace = dash.build_workspace(spec, entity="someone")
+    spec = dash_lib.dashboard_spec(["cifar10_resnet20"], ["stem_norm"], "normlab", None)
+    workspace = dash_lib.build_workspace(spec, entity="someone")
     view = workspace._to_model().model_dump()  # what .save() would upload
     text = json.dumps(view, ensure_ascii=False)
     assert all(f"probe/stem_norm/{k}" in text for k in PROBE_KEYS)

@@ -1,8 +1,11 @@
-"""Models, built by name from `configs/model/<name>.yaml` and a norm factory.
+"""Models, built by name from `configs/model/<name>.yaml` and the run's norm config.
 
 A model module registers `@MODELS.register("name")` on a builder
-`(norm: NormFactory, **options) -> nn.Module`; the options are the YAML's keys other than `name`.
-Models only ever create norm layers through the factory they are given.
+`(norm: NormSpec, **options) -> nn.Module`; the options are the YAML's keys other than `name`.
+`norm` is the run's norm config (`cfg.norm`); the builder turns it into a factory once, for the
+layout its norms see (`resolve_norm(norm, "image")` for feature maps, `"sequence"` for tokens), and
+resolves its own per-position overrides the same way. Models only ever create norm layers through
+that factory, so a task never chooses how a model's norms are built.
 """
 
 from __future__ import annotations
@@ -13,14 +16,15 @@ from typing import Any
 from torch import nn
 
 from normlab.errors import UserError
-from normlab.norms import NormFactory
+from normlab.norms import NormSpec
 from normlab.registry import Registry
 
 MODELS: Registry = Registry("model", "normlab.models", "model")
 
 
-def build_model(cfg: Mapping[str, Any], norm: NormFactory, **task_options: Any) -> nn.Module:
-    """Build the model named by `cfg.name` with the YAML's options and those the task supplies."""
+def build_model(cfg: Mapping[str, Any], norm: NormSpec, **task_options: Any) -> nn.Module:
+    """Build the model named by `cfg.name` with the YAML's options and those the task supplies;
+    `norm`: the run's norm config (or a factory made already, used as it is)."""
     builder = MODELS.get(str(cfg["name"]))
     options = {k: v for k, v in cfg.items() if k != "name"} | task_options
     try:

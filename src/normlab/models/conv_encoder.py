@@ -46,11 +46,11 @@ from normlab.models.transformer import (
     EncoderOut,
     Transformer,
     TransformerConfig,
-    make_positions,
     sequence_norm,
     sublayer_factories,
 )
-from normlab.norms import NormFactory
+from normlab.models.transformer_layers import make_positions
+from normlab.norms import NormFactory, NormSpec
 
 
 class ConvLayer(nn.Module):
@@ -112,7 +112,7 @@ class ConvEncoderTransformer(Transformer):
 
 @MODELS.register("conv_transformer")
 def build_conv_transformer(
-    norm: NormFactory,
+    norm: NormSpec,
     *,
     kernel_size: int = 3,
     encoder_layers: int = 8,
@@ -120,8 +120,8 @@ def build_conv_transformer(
     norm_for: Callable[[Mapping[str, Any]], NormFactory] = sequence_norm,
     **options: Any,
 ) -> ConvEncoderTransformer:
-    """`norm` (the run's, "sequence" layout) goes in the encoder's convolution layers and final
-    norm; the decoder's norms follow `decoder_norm` as in the Transformer (LN by default).
+    """`norm` (the run's, built for the "sequence" layout) goes in the encoder's convolution layers
+    and final norm; the decoder's norms follow `decoder_norm` as in the Transformer (LN by default).
     `options` are TransformerConfig's fields but normalize_before: the pre-norm form is the point
     (the Transformer's residual wiring), so it is fixed."""
     if "normalize_before" in options:
@@ -130,5 +130,6 @@ def build_conv_transformer(
             "blocks); remove the override"
         )
     cfg = TransformerConfig(encoder_layers=encoder_layers, normalize_before=True, **options)
-    norms = sublayer_factories(norm, norm_for, decoder_norm, None)
-    return ConvEncoderTransformer(cfg, norms, norm, kernel_size)
+    run_norm = sequence_norm(norm)
+    norms = sublayer_factories(run_norm, norm_for, decoder_norm, None)
+    return ConvEncoderTransformer(cfg, norms, run_norm, kernel_size)

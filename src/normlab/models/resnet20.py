@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from normlab.models import MODELS
-from normlab.norms import NormFactory
+from normlab.norms import NormFactory, NormSpec, resolve_norm
 
 
 def conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
@@ -90,10 +90,10 @@ class ResNetCifar(nn.Module):
 
 
 @MODELS.register("resnet20")
-def build_resnet20(
-    norm: NormFactory, num_classes: int = 10, blocks_per_stage: int = 3
-) -> nn.Module:
-    return ResNetCifar(norm, blocks_per_stage=blocks_per_stage, num_classes=num_classes)
+def build_resnet20(norm: NormSpec, num_classes: int = 10, blocks_per_stage: int = 3) -> nn.Module:
+    """Every norm sees feature maps (N, C, H, W): `norm` is built for the "image" layout."""
+    factory = resolve_norm(norm, "image")
+    return ResNetCifar(factory, blocks_per_stage=blocks_per_stage, num_classes=num_classes)
 
 
 # PowerNorm (Algorithm 2) was measured on the CIFAR-10 subset at the cpu recipe (lr 0.1, batch

@@ -37,8 +37,8 @@ from torch import nn
 
 from normlab.errors import UserError
 from normlab.models import MODELS
-from normlab.models.transformer import Attention
-from normlab.norms import NormFactory
+from normlab.models.transformer_layers import Attention
+from normlab.norms import NormFactory, NormSpec, resolve_norm
 
 
 class MLP(nn.Module):
@@ -132,12 +132,7 @@ class VisionTransformer(nn.Module):
 
 
 @MODELS.register("vit")
-def build_vit(norm: NormFactory, **options: Any) -> VisionTransformer:
-    """`norm` must be a factory for the "sequence" layout (see `norm_layout`); the options and
-    their defaults are VisionTransformer's."""
-    return VisionTransformer(norm, **options)
-
-
-# The norms see tokens (B, T, C), not feature maps: the image task builds its norm factory for the
-# layout a model's builder declares here ("image" when it declares none).
-build_vit.norm_layout = "sequence"
+def build_vit(norm: NormSpec, **options: Any) -> VisionTransformer:
+    """The norms see tokens (B, T, C), not feature maps, although the task feeds images: `norm` is
+    built for the "sequence" layout. The options and their defaults are VisionTransformer's."""
+    return VisionTransformer(resolve_norm(norm, "sequence"), **options)

@@ -3,7 +3,9 @@
 Models ask for "a norm over `num_features` features" through a `NormFactory` and never name a
 concrete class, so `norm=bn|ln|gn|none|...` swaps the layer everywhere. A norm is one module in this
 package that registers a builder with `@NORMS.register("name")`, plus `configs/norm/<name>.yaml`
-whose keys (other than `name`) are the builder's keyword options.
+whose keys (other than `name`) are the builder's keyword options. A model is given the run's norm
+config and turns it into a factory for its own layout with `resolve_norm`: one registry look-up,
+which checks the name and the options and yields the builder every layer is then made with.
 
 Layouts: "image" modules take (N, C, H, W); "sequence" modules take (B, T, C) plus a padding mask
 (B, T) that is True at pad positions, and must leave pads out of every statistic.
@@ -22,6 +24,8 @@ from normlab.registry import Registry
 
 Layout = Literal["image", "sequence"]
 NormFactory = Callable[[int], nn.Module]
+# What a model builder is given: the run's norm config (name + options), or a factory made already.
+NormSpec = Mapping[str, Any] | NormFactory
 
 NORMS: Registry = Registry("norm", "normlab.norms", "norm")
 
@@ -31,8 +35,9 @@ def norm_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k != "name"}
 
 
-def check_norm_config(cfg: Mapping[str, Any]) -> None:
-    """Fail with one sentence if the name is unknown or an option is not one the norm takes."""
+def _builder(cfg: Mapping[str, Any]) -> Callable[..., nn.Module]:
+    """The registered builder of a norm config, once its name and options are known to be valid:
+    the one registry look-up, shared by the check and the factory."""
     if "name" not in cfg:
         raise UserError("the norm config has no `name`; choose one with norm=<name>")
     builder = NORMS.get(str(cfg["name"]))
@@ -44,18 +49,30 @@ def check_norm_config(cfg: Mapping[str, Any]) -> None:
                 f"norm {cfg['name']!r} has no option {key!r}; its options are "
                 f"{', '.join(accepted) or '(none)'}"
             )
+    return builder
+
+
+def check_norm_config(cfg: Mapping[str, Any]) -> None:
+    """Fail with one sentence if the name is unknown or an option is not one the norm takes."""
+    _builder(cfg)
 
 
 def norm_factory(cfg: Mapping[str, Any], layout: Layout) -> NormFactory:
     """A callable `num_features -> nn.Module` for the norm described by `cfg` (name + options)."""
-    check_norm_config(cfg)
-    builder = NORMS.get(str(cfg["name"]))
+    builder = _builder(cfg)
     options = norm_options(cfg)
 
     def make(num_features: int) -> nn.Module:
         return builder(num_features, layout=layout, **options)
 
     return make
+
+
+def resolve_norm(norm: NormSpec, layout: Layout) -> NormFactory:
+    """What a model builder does with the norm it is given: a norm config becomes the factory for
+    the model's `layout` (the model, not the task, knows what its norms see); a factory already
+    made (a test's, a benchmark's, a user's own layer) is used as it is."""
+    return norm if callable(norm) else norm_factory(norm, layout)
 
 
 def unsupported_layout(name: str, layout: str) -> UserError:

@@ -40,6 +40,10 @@ It sees norm modules only (any model built from the norm factory, or a user's ow
 - LayerNorm-family layers (LayerNorm, GroupNorm with one group) have no running statistics: for
   them the probe records, clearly named `*_drift`, how much the per-feature batch mean/variance of
   their input changes from one probed step to the next — a comparison series, not D_μ/D_σ².
+
+One file although it is longer than the house's ~350 lines: the notes above specify every column,
+and the code computing them shares one per-layer state (`_Layer`) between the forward pre-hook, the
+forward hook and the backward hook, so each formula, its note and the hooks it needs read together.
 """
 
 from __future__ import annotations

@@ -97,3 +97,16 @@ def read_probe(run_dir: str | Path, rank: int = 0) -> pa.Table:
         raise FileNotFoundError(f"{run_dir} has no probe data (probe/{PART_GLOB})")
     tables = [pq.read_table(p) for p in parts]
     return pa.concat_tables(tables, promote_options="default")
+
+
+def probe_layers(run_dir: str | Path) -> list[tuple[str, str]]:
+    """(layer, kind) of every layer in a run's probe rows, in the model's order (`layer_index`);
+    the names are the layers' module names, as logged to wandb (`probe/<layer>/<column>`). Reads
+    only those columns; [] when the run has no probe rows yet."""
+    parts = sorted((Path(run_dir) / "probe").glob(PART_GLOB))
+    columns = ["layer", "layer_index", "kind"]
+    seen: dict[str, tuple[int, str]] = {}
+    for part in parts:
+        for row in pq.read_table(part, columns=columns).group_by(columns).aggregate([]).to_pylist():
+            seen.setdefault(row["layer"], (row["layer_index"], row["kind"]))
+    return [(name, kind) for name, (_, kind) in sorted(seen.items(), key=lambda item: item[1][0])]

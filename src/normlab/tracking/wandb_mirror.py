@@ -17,7 +17,9 @@ from typing import Any
 from normlab.io_utils import atomic_write_text
 
 
-def _logged_in() -> bool:
+def logged_in() -> bool:
+    """A wandb login is available (WANDB_API_KEY, or a `wandb login` entry in ~/.netrc): runs go
+    online by default; without one they stay offline."""
     if os.environ.get("WANDB_API_KEY"):
         return True
     netrc = Path(os.path.expanduser("~/.netrc"))
@@ -46,7 +48,7 @@ def run_id(cfg: Mapping[str, Any], run_dir: Path) -> str:
 class WandbMirror:
     def __init__(self, cfg: Mapping[str, Any], run_dir: Path, config: dict, name: str) -> None:
         self.run = None
-        mode = cfg.get("mode") or ("online" if _logged_in() else "offline")
+        mode = cfg.get("mode") or ("online" if logged_in() else "offline")
         try:
             import wandb
 

@@ -1,9 +1,9 @@
 """Image classification (ResNet-20, ViT on CIFAR-10): cross-entropy on batched-augmented uint8 data.
 
-Norms are built for the layout the model's builder declares in `norm_layout` ("sequence" for a ViT,
-whose norms see tokens), "image" when it declares none. `classification.label_smoothing` (0 when
-absent) smooths the training loss as PyTorch's `cross_entropy` does (ε spread over all classes, as
-timm's); the test loss stays the plain cross-entropy.
+The model builds its norms from `cfg.norm` for the layout they see (a ViT's see tokens, a ResNet's
+feature maps). `classification.label_smoothing` (0 when absent) smooths the training loss as
+PyTorch's `cross_entropy` does (ε spread over all classes, as timm's); the test loss stays the plain
+cross-entropy.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from normlab.data import load_dataset
 from normlab.data.image_batches import ImageBatches
 from normlab.errors import UserError
 from normlab.eval.classification import evaluate_classifier
-from normlab.models import MODELS, build_model
-from normlab.norms import norm_factory
+from normlab.models import build_model
 from normlab.train import distributed
 from normlab.train.checkpoint import load_checkpoint
 from normlab.train.tasks import TASKS, scale_metrics
@@ -48,10 +47,7 @@ class ImageClassificationTask:
         data = load_dataset(cfg.data)
         self.data_source, self.data_detail = data.source, data.detail
         channels_last = bool(cfg.trainer.channels_last)
-        layout = getattr(MODELS.get(str(cfg.model.name)), "norm_layout", "image")
-        self.model = build_model(
-            cfg.model, norm_factory(cfg.norm, layout), num_classes=len(data.classes)
-        ).to(device)
+        self.model = build_model(cfg.model, cfg.norm, num_classes=len(data.classes)).to(device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.train_keys = ("acc", *scale_metrics(self.model))

@@ -22,7 +22,6 @@ from normlab.eval.bleu import detokenized_bleu, tokenized_bleu
 from normlab.eval.checkpoint_average import average_checkpoints
 from normlab.io_utils import atomic_write_text
 from normlab.models import build_model
-from normlab.norms import norm_factory
 from normlab.train import distributed
 from normlab.train.checkpoint import load_checkpoint
 from normlab.train.losses import label_smoothed_nll
@@ -43,12 +42,8 @@ class TranslationTask:
         self.data_source, self.data_detail = data.source, data.detail
         d = data.dictionary
         self.pad, self.eos = d.pad(), d.eos()
-        self.model = build_model(
-            cfg.model,
-            norm_factory(cfg.norm, "sequence"),
-            vocab_size=len(d),
-            pad_idx=self.pad,
-        ).to(device)
+        model = build_model(cfg.model, cfg.norm, vocab_size=len(d), pad_idx=self.pad)
+        self.model = model.to(device)
         self.train_keys = ("nll", *scale_metrics(self.model))
         # Plain lists of ids: Arrow row access per batch would cost more than the model on CPU.
         self.train_pairs = (list(data.train["src"]), list(data.train["tgt"]))
