@@ -16,7 +16,7 @@ IWSLT14 ?= data.prepared_dir=$(IWSLT14_DIR)
 export MALLOC_MMAP_THRESHOLD_ := 1000000000000
 export MALLOC_TRIM_THRESHOLD_ := 100000000000
 
-.PHONY: help install test test-slow lint format cifar10 iwslt14 cifar10-vit iwslt14-conv multi30k data-iwslt14 fig-runs fig2 fig3 fig4 fig2-multi30k fig3-multi30k fig4-multi30k fig2x2 table1 table1-multi30k wandb-sync bench bench-probe bench-gpu clean-runs inference-stats export-runs
+.PHONY: help install test test-slow lint format cifar10 iwslt14 cifar10-vit iwslt14-conv multi30k data-iwslt14 fig-runs fig2 fig3 fig4 fig2-multi30k fig3-multi30k fig4-multi30k fig2-bn-variants fig2x2 table1 table1-multi30k wandb-sync bench bench-probe bench-gpu clean-runs inference-stats export-runs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
@@ -121,6 +121,29 @@ fig4-multi30k: install ## BN vs PN-V (Multi30K, committed seed-0 runs) into resu
 	$(call M30K_NEEDS,"$(call M30K_RUN,bn)" "$(call M30K_RUN,pnv)")
 	$(PY) scripts/plot_batch_stats.py fig4 --run "Transformer_BN=$(call M30K_RUN,bn)" \
 		--run "Transformer_PN-V=$(call M30K_RUN,pnv)" --out $(FIGURES)/fig4/multi30k_$(SCALE)
+
+# Which of the official Transformer_BN's three differences from our masked BN (LayerScaling,
+# mean-filled pads, momentum 0.05) moves Figure 2's distances: six IWSLT14 runs through the committed
+# sweep (as table1-multi30k: a run committed in COMMITTED is skipped, one cut off resumes, JOBS at a
+# time), then their first BN's window medians against norm=bn's, its seed-1 twin as the yardstick,
+# into FIGURES/fig2/SCALE_bn_variants. NOTRAIN=1 trains nothing: it compares the committed copies.
+BNV_DIR = $(COMMITTED)/iwslt14_transformer/$(SCALE)
+BNV_SWEEP = --variant "norm=bn" --variant "norm=bn seed=1" --variant "norm=bn norm.layer_scaling=true" \
+	--variant "norm=bn norm.momentum=0.05" --variant "norm=bn norm.layer_scaling=true norm.momentum=0.05" \
+	--variant "norm=bn_official"
+# The folders are Hydra's names of the runs above (the sweep names them with normlab.run_dir).
+BNV_RUNS = --base "bn=$(BNV_DIR)/norm=bn" --twin "bn seed 1=$(BNV_DIR)/norm=bn,seed=1" \
+	--variant "LayerScaling=$(BNV_DIR)/norm.layer_scaling=true,norm=bn" \
+	--variant "momentum 0.05=$(BNV_DIR)/norm.momentum=0.05,norm=bn" \
+	--variant "LayerScaling+momentum=$(BNV_DIR)/norm.layer_scaling=true,norm.momentum=0.05,norm=bn" \
+	--variant "bn_official=$(BNV_DIR)/norm=bn_official" \
+	--effect "LayerScaling=LayerScaling/bn" --effect "momentum=momentum 0.05/bn" \
+	--effect "pads=bn_official/LayerScaling+momentum"
+NOTRAIN ?=
+fig2-bn-variants: install ## which of bn_official's differences moves Fig. 2: 6 IWSLT14 runs (committed sweep), then results/fig2/SCALE_bn_variants (NOTRAIN=1: compare the committed runs only)
+	$(if $(filter-out 0,$(NOTRAIN)),,$(PY) -m normlab.committed_sweep iwslt14_transformer --scale $(SCALE) \
+		$(BNV_SWEEP) --parallel $(JOBS) --runs $(RUNS_ROOT) --committed $(COMMITTED) -- $(IWSLT14) $(ARGS))
+	$(PY) scripts/compare_bn_variants.py $(BNV_RUNS) --out $(FIGURES)/fig2/$(SCALE)_bn_variants
 
 # Architecture or data: the four BN runs of {CNN, Transformer} x {images, text} (reused when complete,
 # resumed when cut off), then the 2x2 figures, ratio table and verdict. Every experiment must have

@@ -9,6 +9,10 @@ checkpoint if it was cut off on this machine.
 
     python -m normlab.committed_sweep multi30k_transformer --scale cpu \
         --grid norm=ln,bn,pnv,pn --grid seed=0,1,2 --parallel 2 -- data.dir=...
+
+--grid gives every combination of its values; --variant "norm=bn norm.momentum=0.05" one run with
+exactly those overrides (repeatable), for a set of runs that is no product. Both may be combined.
+A run's name is the folder `normlab-train` with the same overrides writes into (normlab.run_dir).
 """
 
 from __future__ import annotations
@@ -17,20 +21,23 @@ import argparse
 import itertools
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from normlab.errors import UserError
+from normlab.run_dir import run_dir
 from normlab.tracking.run_export import export_run
 
 
 @dataclass(frozen=True)
 class Job:
-    name: str  # the run folder's name, as Hydra names it: the overrides sorted by key
+    name: str  # the run folder's name, as Hydra names it (hydra_job)
     overrides: tuple[str, ...]
 
 
@@ -48,13 +55,54 @@ def parse_grid(specs: list[str]) -> dict[str, list[str]]:
     return grid
 
 
-def grid_jobs(grid: dict[str, list[str]]) -> list[Job]:
+def hydra_job(experiment: str, scale: str, overrides: Sequence[str]) -> Job:
+    """One run, named by Hydra itself: normlab.run_dir composes the config and reads the folder, so
+    the committed copy sits under the name `normlab-train` with the same overrides would use (its
+    rule sorts the whole `key=value` strings, which puts `norm.momentum=...` before `norm=...`)."""
+    from normlab.cli import check_group_overrides
+
+    argv = [f"experiment={experiment}", f"scale={scale}", *overrides]
+    check_group_overrides(argv)  # an unknown norm=... in one sentence, before Hydra's longer one
+    return Job(run_dir(argv).name, tuple(overrides))
+
+
+def grid_jobs(grid: dict[str, list[str]], experiment: str, scale: str) -> list[Job]:
     """Every combination, in the grid's order (the first key varies slowest)."""
     jobs = []
     for values in itertools.product(*grid.values()):
         pairs = sorted(zip(grid, values, strict=True))
-        overrides = tuple(f"{k}={v}" for k, v in pairs)
-        jobs.append(Job(",".join(overrides), overrides))
+        jobs.append(hydra_job(experiment, scale, [f"{k}={v}" for k, v in pairs]))
+    return jobs
+
+
+def variant_jobs(specs: list[str], experiment: str, scale: str) -> list[Job]:
+    """One job per --variant, its overrides split as a shell would ("a=1 b='x y'")."""
+    jobs = []
+    for spec in specs:
+        try:
+            overrides = shlex.split(spec)
+        except ValueError:  # an unclosed quote
+            overrides = []
+        if not overrides or not all("=" in o for o in overrides):
+            raise UserError(
+                f"--variant {spec!r} is not a list of KEY=VALUE overrides; write e.g. "
+                '--variant "norm=bn norm.momentum=0.05"'
+            )
+        jobs.append(hydra_job(experiment, scale, overrides))
+    return jobs
+
+
+def all_jobs(grid: list[str], variants: list[str], experiment: str, scale: str) -> list[Job]:
+    """The grid's jobs, then the variants'; the same run asked for twice is refused."""
+    if not grid and not variants:
+        raise UserError('give the runs with --grid KEY=V1,V2 and/or --variant "KEY=V KEY=V"')
+    jobs = grid_jobs(parse_grid(grid), experiment, scale) if grid else []
+    jobs += variant_jobs(variants, experiment, scale)
+    seen: set[str] = set()
+    for j in jobs:
+        if j.name in seen:
+            raise UserError(f"the run {j.name!r} is asked for twice; give each run once")
+        seen.add(j.name)
     return jobs
 
 
@@ -149,7 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("experiment")
     ap.add_argument("--scale", required=True)
-    ap.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2")
+    ap.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar='"KEY=V KEY=V"',
+        help="one run with exactly these overrides (repeatable)",
+    )
     ap.add_argument("--parallel", type=int, default=2, help="runs at a time (default 2)")
     ap.add_argument(
         "--threads", type=int, default=None, help="threads per run (default cores/parallel)"
@@ -160,9 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.parallel < 1:
             raise UserError(f"--parallel {args.parallel} must be at least 1")
-        jobs = grid_jobs(parse_grid(args.grid))
+        jobs = all_jobs(args.grid, args.variant, args.experiment, args.scale)
     except UserError as err:
         print(f"committed_sweep: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - Hydra refuses an override (unknown key, bad value)
+        message = " ".join(str(err).split())
+        print(f"committed_sweep: error: {message}", file=sys.stderr)
         return 2
     threads = args.threads or max(1, (os.cpu_count() or 2) // args.parallel)
     where = Path(args.experiment) / args.scale

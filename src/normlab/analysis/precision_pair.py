@@ -7,17 +7,18 @@ difference a conclusion could rest on. `spread` maps a metric to that spread (a 
 seeds measured elsewhere, stated with its source). A pair may instead carry a `twin`: the float32
 run again with another seed. Its final metrics give the spread of those not in `spread` (the sample
 std of two values, |a − b|/√2), and its window medians the seed-to-seed ratio that bf16's window
-ratios are judged against. A metric without either is reported, not judged.
+ratios are judged against. A metric without either is reported, not judged. The window yardstick
+is normlab.analysis.bn_variants' (a bf16 run is one more variant of its float32 base).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from normlab.analysis.bn_variants import median_ratios, read_summary, within_seed
 from normlab.analysis.comparisons import medians
 from normlab.analysis.series import load_series
 
@@ -33,18 +34,14 @@ class Pair:
     twin: Path | None = None  # the float32 run with another seed
 
 
-def _summary(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "summary.json").read_text())
-
-
 def _precision(summary: dict[str, Any]) -> str:
     return str(summary.get("precision", summary.get("config", {}).get("trainer", {}).get("amp")))
 
 
 def compare(pair: Pair, spread: dict[str, tuple[float, str]]) -> dict[str, Any]:
     """Final metrics and window medians of both runs, their differences, and the verdicts."""
-    a, b = _summary(pair.fp32), _summary(pair.bf16)
-    t = _summary(pair.twin) if pair.twin else {}
+    a, b = read_summary(pair.fp32), read_summary(pair.bf16)
+    t = read_summary(pair.twin) if pair.twin else {}
     finals = []
     for m in FINAL_METRICS:
         if m in a and m in b:
@@ -70,12 +67,12 @@ def compare(pair: Pair, spread: dict[str, tuple[float, str]]) -> dict[str, Any]:
     windows = []
     for col in WINDOW_COLUMNS:
         ma, mb = medians(sa, col), medians(sb, col)
-        row = {"column": col, "fp32": ma, "bf16": mb, "ratio": _ratios(ma, mb)}
+        row = {"column": col, "fp32": ma, "bf16": mb, "ratio": median_ratios(ma, mb)}
         if st is not None:
             # bf16 moves a window median no more than another seed does: the largest |log ratio|
-            # over the windows, bf16's against the twin's.
-            row["seed_ratio"] = _ratios(ma, medians(st, col))
-            row["within_seed"] = _worst(row["ratio"]) <= _worst(row["seed_ratio"])
+            # over the windows, bf16's against the twin's (None: a window without data).
+            row["seed_ratio"] = median_ratios(ma, medians(st, col))
+            row["within_seed"] = within_seed(row["ratio"], row["seed_ratio"])
         windows.append(row)
     return {
         "label": pair.label,
@@ -88,15 +85,6 @@ def compare(pair: Pair, spread: dict[str, tuple[float, str]]) -> dict[str, Any]:
         "finals": finals,
         "windows": windows,
     }
-
-
-def _ratios(base: list[float], other: list[float]) -> list[float]:
-    return [y / x if x else math.nan for x, y in zip(base, other, strict=True)]
-
-
-def _worst(ratios: list[float]) -> float:
-    """The largest |log ratio| over the windows (inf when a ratio is not a positive number)."""
-    return max((abs(math.log(r)) if r > 0 else math.inf) for r in ratios)
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
@@ -133,7 +121,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
             cells = " | ".join(f"{x:.3f}" for x in w["ratio"])
             if twin:
                 seed = " | ".join(f"{x:.3f}" for x in w["seed_ratio"])
-                verdict = "yes" if w["within_seed"] else "NO"
+                verdict = {None: "not judged", True: "yes", False: "NO"}[w["within_seed"]]
                 lines.append(f"| {w['column']} | {cells} | {verdict} |")
                 lines.append(f"| {w['column']}, other seed / fp32 | {seed} | |")
             else:
