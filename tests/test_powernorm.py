@@ -170,6 +170,23 @@ def test_pn_image_equals_algorithm_2_over_n_h_w():
             torch.testing.assert_close(a, b)
 
 
+def test_pn_without_affine_or_pad_mask_is_algorithm_2_with_unit_gamma():
+    m = norm_factory({"name": "pn", "group_scaling": False, "affine": False}, "sequence")(C)
+    m.double()
+    g = torch.Generator().manual_seed(3)
+    xs = [torch.randn(3, 4, C, generator=g, dtype=torch.float64) * 2 + s for s in range(3)]
+    steps = [(x, torch.ones(3, 4, dtype=torch.bool), torch.randn_like(x)) for x in xs]
+    one, zero = torch.ones(C, dtype=torch.float64), torch.zeros(C, dtype=torch.float64)
+    ref = algorithm2(steps, one, zero, 0.9, 0.9, 0, "forward")
+    for (x, _, grad_y), (y_ref, grad_x_ref, _, _, phi_ref, nu_ref) in zip(steps, ref, strict=True):
+        xin = x.clone().requires_grad_(True)
+        y = m(xin)  # no pad mask: every position counts
+        (y * grad_y).sum().backward()
+        for a, b in ((y, y_ref), (xin.grad, grad_x_ref), (m.running_phi, phi_ref)):
+            torch.testing.assert_close(a, b)
+        torch.testing.assert_close(m.ema_gz, nu_ref)
+
+
 def test_pn_group_scaling_is_applied_before_algorithm_2_with_exact_gradients():
     x, pad_mask = SEQ_STEPS[0][0], ~SEQ_STEPS[0][1]
     a, b = make("pn", groups=4), make("pn", group_scaling=False)
@@ -333,6 +350,11 @@ def test_group_scale_divides_each_group_by_its_rms():
     for half in (slice(0, 4), slice(4, 8)):
         rms = torch.sqrt(x[..., half].pow(2).mean(-1, keepdim=True) + EPS)
         torch.testing.assert_close(y[..., half], x[..., half] / rms)
+
+
+def test_group_scale_gradient_is_exact():
+    x = torch.randn(2, 3, C, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: group_scale(t, 2, EPS), (x,))
 
 
 def test_modules_are_plain_norm_modules():

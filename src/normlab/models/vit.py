@@ -125,6 +125,9 @@ class VisionTransformer(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(images).flatten(2).transpose(1, 2)  # (B, d, 8, 8) -> (B, 64, d)
+        # Tokens contiguous: every residual add keeps its first operand's layout, so a transposed
+        # view here would make each norm and add of every block work on strided (B, d, 64) memory.
+        x = x.contiguous()
         x = F.dropout(x + self.pos_embed, self.dropout, self.training)
         for block in self.blocks:
             x = block(x)

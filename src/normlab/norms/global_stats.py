@@ -61,6 +61,17 @@ def fewer_than_two(count: int | torch.Tensor, n_local: int) -> bool:
 
 
 @torch.no_grad()
+def count_batch(module: nn.Module) -> float:
+    """Count one more batch in `num_batches_tracked` and return its weight in the running averages,
+    as `nn.BatchNorm` does: `momentum`, or 1/num_batches_tracked when it is None (cumulative
+    average)."""
+    module.num_batches_tracked += 1
+    if module.momentum is None:
+        return 1.0 / int(module.num_batches_tracked)
+    return module.momentum
+
+
+@torch.no_grad()
 def update_running_stats(
     module: nn.Module, mean: torch.Tensor, var: torch.Tensor, count: int | torch.Tensor
 ) -> None:
@@ -70,10 +81,7 @@ def update_running_stats(
     `count` may be a 0-dim tensor (the global count of synchronized BN): the correction is then
     computed on its device, in float64 as Python computes count/(count−1), so the result is the
     same as with the int and nothing waits for the device."""
-    module.num_batches_tracked += 1
-    factor = module.momentum
-    if factor is None:
-        factor = 1.0 / int(module.num_batches_tracked)
+    factor = count_batch(module)
     if isinstance(count, torch.Tensor):
         n = count.double()
         correction: float | torch.Tensor = n / (n - 1)

@@ -9,6 +9,10 @@ matrix of real tokens. Running statistics follow PyTorch's conventions to the le
 None = cumulative average), so the batch-statistics probe can treat this layer like a
 `nn.BatchNorm2d`.
 
+Where every position is a token of the statistics (no pad mask, as in the ViT; not synchronized),
+and in eval, the layer is PyTorch's fused `F.batch_norm` on the (B·T, C) tokens
+(`fused_batch_norm`): what the explicit path below computes (to rounding), in one kernel.
+
 Pad positions are normalized with the same statistics as the real tokens (their outputs are
 whatever the affine map gives them); they are never part of a statistic, so nothing at a real token
 depends on them.
@@ -24,9 +28,15 @@ that it bounds the variance distance near 2 while the paper's figures reach 6.6.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from normlab.norms.global_stats import fewer_than_two, global_var_mean, update_running_stats
+from normlab.norms.global_stats import (
+    count_batch,
+    fewer_than_two,
+    global_var_mean,
+    update_running_stats,
+)
 from normlab.norms.group_scaling import group_scale
 
 
@@ -89,6 +99,10 @@ class MaskedBatchNorm(nn.Module):
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
         if self.layer_scaling:
             x = group_scale(x, 1, self.eps)  # LayerScaling: one group
+        elif not self.training or (pad_mask is None and not self.sync_stats):
+            y = fused_batch_norm(self, x)
+            if y is not None:
+                return y
         if self.training:
             # Statistics in at least float32, as PyTorch's BN does under autocast.
             tokens = real_tokens(x, pad_mask).to(torch.promote_types(x.dtype, torch.float32))
@@ -97,8 +111,7 @@ class MaskedBatchNorm(nn.Module):
             else:
                 var, mean = torch.var_mean(tokens, dim=0, correction=0)  # one pass, biased
                 n = tokens.shape[0]
-            if fewer_than_two(n, tokens.shape[0]):
-                raise ValueError(f"BatchNorm needs more than 1 real token per batch, got {int(n)}")
+            check_count(n, tokens.shape[0])
             self.last_count = n
             update_running_stats(self, mean.detach(), var.detach(), n)
         else:
@@ -107,3 +120,34 @@ class MaskedBatchNorm(nn.Module):
         if self.affine:
             y = y * self.weight + self.bias
         return y
+
+
+def check_count(n: int | torch.Tensor, n_local: int) -> None:
+    """Refuse fewer than 2 tokens (`n`, all ranks'; `n_local` this rank's): no variance."""
+    if fewer_than_two(n, n_local):
+        raise ValueError(f"BatchNorm needs more than 1 real token per batch, got {int(n)}")
+
+
+def fused_batch_norm(bn: MaskedBatchNorm, x: torch.Tensor) -> torch.Tensor | None:
+    """`bn` as PyTorch's fused `F.batch_norm` on the (B·T, C) matrix of tokens, for where every
+    position is a token of the statistics (no pad mask, not synchronized) or in eval; None where
+    the running buffers' dtype is not the statistics' (the explicit path handles any mix).
+
+    The same statistics, running update and float32-or-wider arithmetic as the explicit path, in
+    one kernel and its backward instead of var_mean and four elementwise ops saved for autograd
+    (the ViT's BN step cost 1.27× LN's that way). Under autocast `F.batch_norm` keeps a bf16
+    input's dtype, so the input is cast first, as the explicit path's statistics are.
+    """
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    if bn.running_mean.dtype != dtype:
+        return None
+    tokens = x.reshape(-1, x.shape[-1]).to(dtype)
+    factor = 0.0
+    if bn.training:
+        check_count(tokens.shape[0], tokens.shape[0])
+        bn.last_count = tokens.shape[0]
+        factor = count_batch(bn)
+    y = F.batch_norm(
+        tokens, bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.training, factor, bn.eps
+    )
+    return y.reshape(x.shape)

@@ -204,6 +204,7 @@ class PowerNorm(_PowerNormBase):
             self.bias,
             phi_fwd,
             phi_bkw,
+            phi_b,
             self.ema_gz,
             keep,
             self.alpha_bkw,

@@ -37,7 +37,14 @@ class PowerNormFunction(torch.autograd.Function):
     """y = γ·x/ψ + β with ψ = sqrt(phi_fwd + eps) a constant; the backward of Algorithm 2.
 
     `ema_gz` (ν) is read and updated in place in the backward: ν_{t−1} enters x̃, then becomes ν_t.
-    `phi_bkw` is the ψ² the input gradient is divided by (Algorithm 2: the same as the forward's).
+    `phi_bkw` is the ψ² the input gradient is divided by (Algorithm 2: the same as the forward's);
+    `phi_b` is the batch's ψ²_B = mean x² over the statistic's positions, which gives Γ_t.
+
+    Each pass over the activations costs a sizeable share of LayerNorm's whole fused kernel, so
+    the arithmetic takes as few as the algebra allows. x̂ = x/ψ is never stored: the per-feature
+    1/ψ goes into the (C,) coefficients instead. Forward: β + x·(γ/ψ), one pass. Backward:
+    ∂L/∂y·x, its sum and ∂L/∂y's, and ∂L/∂x in two (Algorithm 2 written out term by term takes
+    eleven). Γ_t = mean x̂² takes none: it is ψ²_B/(ψ²+eps).
     """
 
     @staticmethod
@@ -48,40 +55,56 @@ class PowerNormFunction(torch.autograd.Function):
         bias: torch.Tensor | None,
         phi_fwd: torch.Tensor,
         phi_bkw: torch.Tensor,
+        phi_b: torch.Tensor,
         ema_gz: torch.Tensor,
         keep: torch.Tensor | None,
         alpha_bkw: float,
         eps: float,
         layout: str,
     ) -> torch.Tensor:
-        dtype = stat_dtype(x)
-        xhat = x.to(dtype) * per_feature(torch.rsqrt(phi_fwd.to(dtype) + eps), layout)
-        y = xhat
-        if weight is not None:
-            y = xhat * per_feature(weight.to(dtype), layout) + per_feature(bias.to(dtype), layout)
-        ctx.save_for_backward(xhat, phi_bkw, weight, keep)
+        dtype, ctx.x_dtype = stat_dtype(x), x.dtype
+        x = x.to(dtype)
+        inv_psi = torch.rsqrt(phi_fwd.to(dtype) + eps)  # 1/ψ_{t−1}
+        if weight is None:
+            y = x * per_feature(inv_psi, layout)
+        else:
+            scale = per_feature(weight.to(dtype) * inv_psi, layout)
+            y = torch.addcmul(per_feature(bias.to(dtype), layout), x, scale)
+        ctx.save_for_backward(x, inv_psi, phi_bkw.to(dtype), phi_b.to(dtype), weight, keep)
         ctx.ema_gz = ema_gz  # a buffer, mutated in the backward: not a saved tensor
-        ctx.alpha_bkw, ctx.eps, ctx.layout, ctx.x_dtype = alpha_bkw, eps, layout, x.dtype
+        ctx.alpha_bkw, ctx.eps, ctx.layout = alpha_bkw, eps, layout
         return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y: torch.Tensor):
-        xhat, phi_bkw, weight, keep = ctx.saved_tensors
+        x, inv_psi, phi_bkw, phi_b, weight, keep = ctx.saved_tensors
         layout, nu = ctx.layout, ctx.ema_gz
-        grad_y = grad_y.to(xhat.dtype)
-        g = grad_y if weight is None else grad_y * per_feature(weight.to(xhat.dtype), layout)
-        gamma_t = feature_mean(xhat * xhat, layout, keep)  # Γ_t
-        lambda_t = feature_mean(g * xhat, layout, keep)  # Λ_t
-        xhat_real = xhat if keep is None else xhat * keep.unsqueeze(-1).to(xhat.dtype)
-        x_tilde = g - per_feature(nu.to(xhat.dtype), layout) * xhat_real  # ν_{t−1}
-        grad_x = x_tilde * per_feature(torch.rsqrt(phi_bkw.to(xhat.dtype) + ctx.eps), layout)
+        dims = (0, 2, 3) if layout == "image" else tuple(range(x.dim() - 1))
+        grad_y = grad_y.to(x.dtype)
+        gamma = 1.0 if weight is None else weight.to(x.dtype)
+        # Γ_t = mean x̂² = ψ²_B/ψ²: ψ²_B is mean x² over the same positions
+        gamma_t = phi_b * inv_psi * inv_psi
+        # Σ ∂L/∂y·x̂ over every position is ∂L/∂γ; Λ_t = mean (γ∂L/∂y)·x̂ over the real ones
+        gy_x = grad_y * x
+        grad_w = gy_x.sum(dim=dims) * inv_psi
+        if keep is None:
+            lambda_t = gamma * grad_w / (x.numel() // grad_w.numel())
+        else:
+            lambda_t = gamma * inv_psi * feature_mean(gy_x, layout, keep)
+        # ∂L/∂x = (γ∂L/∂y − ν_{t−1}·x̂)/ψ_bkw, pads without the ν term
+        inv_psi_bkw = torch.rsqrt(phi_bkw + ctx.eps)
+        x_real = x if keep is None else x * keep.unsqueeze(-1).to(x.dtype)
+        nu_term = -nu.to(x.dtype) * inv_psi * inv_psi_bkw  # ν_{t−1}, before ν becomes ν_t
+        grad_x = torch.addcmul(
+            grad_y * per_feature(gamma * inv_psi_bkw, layout), x_real, per_feature(nu_term, layout)
+        )
         with torch.no_grad():
             a = 1.0 - ctx.alpha_bkw
             nu.mul_((1.0 - a * gamma_t).to(nu.dtype)).add_((a * lambda_t).to(nu.dtype))
-        grad_w = grad_b = None
-        if weight is not None:
-            dims = (0, 2, 3) if layout == "image" else tuple(range(grad_y.dim() - 1))
-            grad_w = (grad_y * xhat).sum(dim=dims).to(weight.dtype)
-            grad_b = grad_y.sum(dim=dims).to(weight.dtype)
-        return grad_x.to(ctx.x_dtype), grad_w, grad_b, None, None, None, None, None, None, None
+        grad_w, grad_b = (
+            (None, None)
+            if weight is None
+            else (grad_w.to(weight.dtype), grad_y.sum(dim=dims).to(weight.dtype))
+        )
+        return grad_x.to(ctx.x_dtype), grad_w, grad_b, *([None] * 8)
