@@ -131,3 +131,26 @@ def test_tasks_hand_the_norm_config_to_the_model():
         assert not imported, path.name
         strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)}
         assert not strings & {"image", "sequence", "norm_layout"}, path.name
+
+
+@pytest.mark.parametrize("name", ["bn", "ln", "pn", "gn", "none"])
+def test_synchronized_statistics_are_chosen_when_the_model_is_built(name):
+    """distributed.sync_bn reaches the layers as the run option `norm.sync_stats` (train/parts.py),
+    so BN is built synchronized rather than swapped in afterwards; norms without batch statistics
+    to share (or, like PN, keeping them per process as the paper's code does) ignore it."""
+    from normlab.norms.global_stats import SyncBatchNorm2d
+
+    cfg = {"name": name, **({"groups": 4} if name == "gn" else {})}
+    check_norm_config({**cfg, "sync_stats": True})
+    for layout in ("image", "sequence"):
+        if name == "gn" and layout == "sequence":  # GroupNorm is for feature maps only
+            continue
+        plain = norm_factory(cfg, layout)(8)
+        synced = norm_factory({**cfg, "sync_stats": True}, layout)(8)
+        if name == "bn":
+            assert type(plain) is (nn.BatchNorm2d if layout == "image" else MaskedBatchNorm)
+            assert type(synced) is (SyncBatchNorm2d if layout == "image" else MaskedBatchNorm)
+            assert getattr(synced, "sync_stats", True) and not getattr(plain, "sync_stats", False)
+        else:
+            assert type(synced) is type(plain)
+        assert synced.state_dict().keys() == plain.state_dict().keys()  # checkpoints still load

@@ -15,7 +15,6 @@ from torch import nn
 from helpers import REPO, make_fairseq_layout
 from normlab.errors import UserError
 from normlab.norms import norm_factory
-from normlab.norms.global_stats import synchronize_batch_stats
 from normlab.norms.official_batchnorm import OfficialMaskedBatchNorm
 from normlab.probe.batch_stats import BatchStatsProbe
 from normlab.probe.store import read_probe
@@ -155,9 +154,8 @@ def test_images_and_synchronized_statistics_are_refused_in_one_sentence():
     with pytest.raises(UserError, match="'bn_official' has no image version") as err:
         norm_factory({"name": "bn_official"}, "image")(16)
     assert "\n" not in str(err.value)
-    model = nn.ModuleList([official_bn()])
     with pytest.raises(UserError, match="distributed.sync_bn=false") as err:
-        synchronize_batch_stats(model)
+        norm_factory({"name": "bn_official", "sync_stats": True}, "sequence")(16)
     assert "\n" not in str(err.value)
 
 

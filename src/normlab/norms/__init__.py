@@ -29,6 +29,11 @@ NormSpec = Mapping[str, Any] | NormFactory
 
 NORMS: Registry = Registry("norm", "normlab.norms", "norm")
 
+# Set by the run, not by a norm's YAML: `sync_stats=true` under torchrun with distributed.sync_bn=true
+# (statistics over the global batch). A builder that takes it gets it; the others have no batch
+# statistics to synchronize, or keep them per process as the paper's code does (PowerNorm).
+RUN_OPTIONS = ("sync_stats",)
+
 
 def norm_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The builder options of a norm config: every key except `name`."""
@@ -42,9 +47,9 @@ def _builder(cfg: Mapping[str, Any]) -> Callable[..., nn.Module]:
         raise UserError("the norm config has no `name`; choose one with norm=<name>")
     builder = NORMS.get(str(cfg["name"]))
     params = inspect.signature(builder).parameters
-    accepted = [p for p in params if p not in ("num_features", "layout")]
+    accepted = [p for p in params if p not in ("num_features", "layout", *RUN_OPTIONS)]
     for key in norm_options(cfg):
-        if key not in accepted:
+        if key not in accepted and key not in RUN_OPTIONS:
             raise UserError(
                 f"norm {cfg['name']!r} has no option {key!r}; its options are "
                 f"{', '.join(accepted) or '(none)'}"
@@ -60,7 +65,8 @@ def check_norm_config(cfg: Mapping[str, Any]) -> None:
 def norm_factory(cfg: Mapping[str, Any], layout: Layout) -> NormFactory:
     """A callable `num_features -> nn.Module` for the norm described by `cfg` (name + options)."""
     builder = _builder(cfg)
-    options = norm_options(cfg)
+    params = inspect.signature(builder).parameters
+    options = {k: v for k, v in norm_options(cfg).items() if k not in RUN_OPTIONS or k in params}
 
     def make(num_features: int) -> nn.Module:
         return builder(num_features, layout=layout, **options)

@@ -118,29 +118,3 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
         return y.to(x.dtype)
-
-
-def synchronize_batch_stats(model: nn.Module) -> int:
-    """Make every BN layer of `model` use global-batch statistics; returns how many were changed.
-
-    `nn.BatchNorm2d` layers are replaced by `SyncBatchNorm2d` (same parameters and buffers); layers
-    with a `sync_stats` attribute (normlab's masked sequence BN) have it switched on.
-    """
-    changed = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is nn.BatchNorm2d:
-                synced = SyncBatchNorm2d(
-                    child.num_features,
-                    child.eps,
-                    child.momentum,
-                    child.affine,
-                    child.track_running_stats,
-                ).to(device=child.running_mean.device)
-                synced.load_state_dict(child.state_dict())
-                setattr(parent, name, synced)
-                changed += 1
-            elif hasattr(child, "sync_stats"):
-                child.sync_stats = True
-                changed += 1
-    return changed

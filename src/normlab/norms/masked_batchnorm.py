@@ -58,6 +58,7 @@ class MaskedBatchNorm(nn.Module):
         momentum: float | None = 0.1,
         affine: bool = True,
         layer_scaling: bool = False,
+        sync_stats: bool = False,
     ) -> None:
         super().__init__()
         self.num_features = num_features
@@ -65,7 +66,9 @@ class MaskedBatchNorm(nn.Module):
         self.momentum = momentum
         self.affine = affine
         self.layer_scaling = layer_scaling
-        self.sync_stats = False  # True: statistics over the global batch of a multi-process run
+        self.sync_stats = (
+            sync_stats  # True: statistics over the global batch of a multi-process run
+        )
         # tokens the last statistics were taken over (a device tensor when synchronized)
         self.last_count: int | torch.Tensor | None = None
         if affine:

@@ -86,21 +86,6 @@ class OfficialMaskedBatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(num_features))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
 
-    @property
-    def sync_stats(self) -> bool:
-        return False
-
-    @sync_stats.setter
-    def sync_stats(self, value: bool) -> None:
-        # synchronize_batch_stats switches this on for distributed.sync_bn=true; the official
-        # module never synchronizes (its need_sync is hard-coded False), so refuse rather than
-        # silently compute something else.
-        if value:
-            raise UserError(
-                "norm=bn_official reproduces the official code, whose BN statistics are per "
-                "process (never synchronized); run it with distributed.sync_bn=false"
-            )
-
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, layer_scaling=True"
 
@@ -139,8 +124,17 @@ class OfficialMaskedBatchNorm(nn.Module):
 
 @NORMS.register("bn_official")
 def build_official_batchnorm(
-    num_features: int, layout: str, momentum: float | None = 0.05, eps: float = 1e-5
+    num_features: int,
+    layout: str,
+    momentum: float | None = 0.05,
+    eps: float = 1e-5,
+    sync_stats: bool = False,
 ) -> nn.Module:
     if layout != "sequence":
         raise unsupported_layout("bn_official", layout)
+    if sync_stats:  # the official module's need_sync is hard-coded False: refuse, not compute else
+        raise UserError(
+            "norm=bn_official reproduces the official code, whose BN statistics are per "
+            "process (never synchronized); run it with distributed.sync_bn=false"
+        )
     return OfficialMaskedBatchNorm(num_features, eps=eps, momentum=momentum)

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from normlab.errors import UserError
 from normlab.models import count_parameters
-from normlab.norms.global_stats import synchronize_batch_stats
 from normlab.probe import build_probe, probe_note
 from normlab.train import distributed
 from normlab.train.optim import build_optimizer, build_scheduler
@@ -71,11 +70,9 @@ class RunParts:
         device = pick_device(str(cfg.device), world.local_rank)
         sync_every = sync_interval(cfg.trainer.get("sync_every", "auto"), device)  # before the data
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-        task = TASKS.get(str(cfg.task))(cfg, device)
+        task = TASKS.get(str(cfg.task))(_model_config(cfg, world), device)
         model = task.model
         if world.distributed:
-            if world.sync_bn:
-                synchronize_batch_stats(model)
             distributed.broadcast_state(model)
             if world.rank:  # dropout differs between ranks; rank 0 draws as one process would
                 torch.manual_seed(cfg.seed * 1_000_003 + world.rank)
@@ -93,7 +90,7 @@ class RunParts:
         total_steps = cfg.trainer.epochs * steps_per_epoch
         if cfg.trainer.max_steps:
             total_steps = min(total_steps, int(cfg.trainer.max_steps))
-        _warn_long_norm_warmup(model, total_steps)
+        _warn_long_norm_warmup(cfg.norm, total_steps)
         return cls(
             world,
             device,
@@ -142,12 +139,24 @@ class RunParts:
         }
 
 
-def _warn_long_norm_warmup(model: torch.nn.Module, total_steps: int) -> None:
+def _model_config(cfg: DictConfig, world: distributed.World) -> DictConfig:
+    """The config the task builds its model from: the run's, plus `norm.sync_stats=true` under
+    torchrun with distributed.sync_bn=true, so that every BN layer is built synchronized (one
+    process has nothing to synchronize with, and its BN stays PyTorch's own)."""
+    if not (world.distributed and world.sync_bn):
+        return cfg
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.norm.sync_stats = True
+    return cfg
+
+
+def _warn_long_norm_warmup(norm: DictConfig, total_steps: int) -> None:
     """A norm whose warmup (PowerNorm's batch-statistics phase) outlasts the run never leaves it."""
-    warmups = {int(getattr(m, "warmup_iters", 0) or 0) for m in model.modules()}
-    if max(warmups, default=0) > total_steps:
+    warmup = int(norm.get("warmup_iters", 0) or 0)
+    if warmup > total_steps:
         warnings.warn(
-            f"norm.warmup_iters={max(warmups)} is longer than the run ({total_steps} steps), "
+            f"norm.warmup_iters={warmup} is longer than the run ({total_steps} steps), "
             "so the norm uses batch statistics throughout; lower norm.warmup_iters",
             stacklevel=2,
         )
