@@ -21,6 +21,7 @@ from pathlib import Path
 from normlab.analysis.bn_variants import compare, markdown, parse_effect, parse_run
 from normlab.errors import UserError
 from normlab.io_utils import atomic_write_json, atomic_write_text
+from normlab.tracking.provenance import environment, git_info
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, ValueError, FileNotFoundError) as err:  # a run without (BN) probe rows
         print(f"compare_bn_variants: error: {err}", file=sys.stderr)
         return 2
+    result["made_with"] = git_info() | {"plot_env": environment("cpu")}  # as the figures'
     md = markdown(result)
     out = Path(args.out)
     atomic_write_text(out / "variants.md", md)

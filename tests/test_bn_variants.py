@@ -59,6 +59,8 @@ def _run(path: Path, seed: int, factor: float = 1.0, noise: float = 0.3) -> Path
     cols["real_fraction"] = np.clip(cols["real_fraction"] * 10, 0, 1)
     summary = {"status": "complete", "steps": STEPS, "seed": seed, "bleu": 10.0 + seed}
     summary |= {"sacrebleu": 9.0 + seed / 2, "valid_loss": 5.0 - seed / 10}
+    summary |= {"wall_s": 600.0 * (seed + 1), "cpu": "Test CPU", "data_source": "synthetic"}
+    summary |= {"git_segments": [{"git_commit": f"{seed:07d}" + "f" * 33, "git_dirty": False}]}
     write_run(path, STEPS, cols, layer=LAYER, d=32, summary=summary, seed=seed)
     (part,) = (path / "probe").glob("part-*.parquet")
     table = pq.read_table(part)
@@ -151,7 +153,17 @@ def test_the_numbers_equal_a_numpy_recomputation_from_the_probe_files(tmp_path):
         summary = json.loads((d / "summary.json").read_text())
         assert finals[label] == {m: summary[m] for m in ("bleu", "sacrebleu", "valid_loss")}
     assert [r["role"] for r in result["runs"]] == ["base", "twin", *["variant"] * 4]
+    for seed, r in enumerate(result["runs"]):  # each run's provenance, from its own summary
+        prov = r["provenance"]
+        assert prov["git_commits"] == [f"{seed:07d}" + "f" * 33] and prov["git_dirty"] is False
+        assert (prov["wall_s"], prov["cpu"], prov["data_source"]) == (
+            600.0 * (seed + 1),
+            "Test CPU",
+            "synthetic",
+        )
+    assert "git_commit" in result["made_with"]  # and the comparison's own commit
     md = (out / "variants.md").read_text()
+    assert "; commit 0000002 (clean), 30 min on Test CPU" in md
     assert "| bn seed 1 / bn |" in md and "| bn_official / bn |" in md
     assert "- var_dist, LayerScaling: **" in md
     assert "pads = bn_official / LayerScaling+momentum" in md

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from normlab.analysis.batch_stats_figure import RUN_KEYS
 from normlab.analysis.comparisons import medians
 from normlab.analysis.series import Series, load_series
 from normlab.analysis.verdicts import ratio
@@ -153,6 +154,8 @@ def _judged(
 
 
 def _run_record(role: str, run: Run, s: Series, summary: dict[str, Any]) -> dict[str, Any]:
+    """What the report says of one run, provenance included: its commit(s) over every segment,
+    data, hardware and wall time, as the figures' provenance.json does."""
     return {
         "role": role,
         "label": run.label,
@@ -163,6 +166,7 @@ def _run_record(role: str, run: Run, s: Series, summary: dict[str, Any]) -> dict
         "norm": s.config.get("norm"),
         "seed": summary.get("seed"),
         "finals": {m: summary.get(m) for m in FINAL_METRICS},
+        "provenance": {k: summary.get(k) for k in (*RUN_KEYS, "torch")} | s.provenance,
     }
 
 
@@ -276,6 +280,19 @@ def _effect_cell(e: dict[str, Any], c: dict[str, Any]) -> str:
     return f"{e['name']} {_num(c['median_ratio'], '.3f')}× ({spread}{c['verdict']})"
 
 
+def _made_by(prov: dict[str, Any]) -> str:
+    """'; commit abc1234 (clean), 46 min on <cpu>' from a run record's provenance."""
+    parts = []
+    if prov.get("git_commits"):
+        state = {True: "dirty", False: "clean"}.get(prov.get("git_dirty"), "dirty state unknown")
+        parts.append(f"commit {', '.join(c[:7] for c in prov['git_commits'])} ({state})")
+    where = prov.get("gpu") or prov.get("cpu")
+    took = f"{prov['wall_s'] / 60:.0f} min" if prov.get("wall_s") is not None else ""
+    if took or where:
+        parts.append(" on ".join(x for x in (took, where) if x))
+    return "; " + ", ".join(parts) if parts else ""
+
+
 def markdown(result: dict[str, Any]) -> str:
     base, twin = result["base"], result["twin"]
     lines = [
@@ -293,7 +310,9 @@ def markdown(result: dict[str, Any]) -> str:
         )
         lines.append(
             f"- {r['label']} ({r['role']}): `{r['run']}`, layer `{r['layer']}` (d={r['d']}), "
-            f"{r['steps']} steps, seed {r['seed']}" + (f"; norm {setting}" if setting else "")
+            f"{r['steps']} steps, seed {r['seed']}"
+            + (f"; norm {setting}" if setting else "")
+            + _made_by(r.get("provenance") or {})
         )
     lines += ["", "## Final metrics (difference from the base)", "", *_finals_table(result), ""]
     lines += ["## Window medians and ratios", ""]
