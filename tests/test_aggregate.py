@@ -11,7 +11,7 @@ import sys
 import yaml
 
 from helpers import REPO, make_fairseq_layout
-from normlab.analysis.aggregate import aggregate
+from normlab.analysis.aggregate import aggregate, to_markdown
 
 
 def _fake_run(root, norm, seed, bleu=None, status="complete"):
@@ -50,6 +50,16 @@ def test_groups_average_over_seeds_and_list_incomplete_runs(tmp_path):
         assert abs(mean - statistics.fmean(bleus)) < 1e-12
         assert abs(std - statistics.stdev(bleus)) < 1e-12
     assert sorted(r["status"] for r in incomplete) == ["diverged", "not started"]
+
+
+def test_a_single_run_is_shown_without_a_spread(tmp_path):
+    _fake_run(tmp_path, "ln", 0, 30.0)
+    _fake_run(tmp_path, "ln", 1, 31.0)
+    _fake_run(tmp_path, "pn", 0, 32.5)
+    groups, _ = aggregate(tmp_path, ["norm.name"])
+    md = to_markdown(groups, ["norm.name"], ["bleu"])
+    assert "| pn | 32.50 (n=1) |" in md
+    assert "| ln | 30.50 ± 0.71 (n=2) |" in md
 
 
 def test_make_table1_writes_markdown_csv_with_the_papers_column(tmp_path, capsys):

@@ -79,6 +79,8 @@ def aggregate(sweep_dir: str | Path, by: list[str]) -> tuple[list[Group], list[d
 def fmt(mean: float, std: float, n: int, digits: int = 2) -> str:
     if n == 0:
         return "–"
+    if n == 1:  # one run has no spread to report; "± 0.00" would claim one
+        return f"{mean:.{digits}f} (n=1)"
     return f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})"
 
 
