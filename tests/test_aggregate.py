@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -59,6 +60,8 @@ def test_a_single_run_is_shown_without_a_spread(tmp_path):
     groups, _ = aggregate(tmp_path, ["norm.name"])
     md = to_markdown(groups, ["norm.name"], ["bleu"])
     assert "| pn | 32.50 (n=1) |" in md
+    pn = next(g for g in groups if g.key == ("pn",))
+    assert math.isnan(pn.stat("bleu")[1])  # the CSV's std column too: undefined, not 0
     assert "| ln | 30.50 ± 0.71 (n=2) |" in md
 
 

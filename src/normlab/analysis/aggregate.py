@@ -26,11 +26,12 @@ class Group:
     runs: list[dict[str, Any]] = field(default_factory=list)
 
     def stat(self, metric: str) -> tuple[float, float, int]:
-        """(mean, sample std, n) of `metric` over the group's runs that have it."""
+        """(mean, sample std, n) of `metric` over the group's runs that have it; the std of one run
+        is NaN (undefined), not 0, so neither the table nor the CSV claims a spread it has not seen."""
         values = [float(r[metric]) for r in self.runs if _is_number(r.get(metric))]
         if not values:
             return math.nan, math.nan, 0
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        std = statistics.stdev(values) if len(values) > 1 else math.nan
         return statistics.fmean(values), std, len(values)
 
 
@@ -79,7 +80,7 @@ def aggregate(sweep_dir: str | Path, by: list[str]) -> tuple[list[Group], list[d
 def fmt(mean: float, std: float, n: int, digits: int = 2) -> str:
     if n == 0:
         return "–"
-    if n == 1:  # one run has no spread to report; "± 0.00" would claim one
+    if n == 1:  # one run has no spread (its std is NaN)
         return f"{mean:.{digits}f} (n=1)"
     return f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})"
 
