@@ -56,17 +56,25 @@ def _probe(run_dir):
     return table[PROBE_COLUMNS].to_numpy(dtype=float)
 
 
+GRAD = [i for i, c in enumerate(PROBE_COLUMNS) if c.startswith("grad_")]  # backward statistics
+
+
 def _weights(run_dir) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["model"]
 
 
 def _assert_same_run(a, b, weight_atol: float, loss_rtol: float = 1e-5) -> None:
     torch.testing.assert_close(_losses(b), _losses(a), rtol=loss_rtol, atol=1e-6)
-    pa, pb = _probe(a), _probe(b)
+    pa, pb = torch.from_numpy(_probe(a)), torch.from_numpy(_probe(b))
     assert pa.shape == pb.shape and len(pa)
-    torch.testing.assert_close(
-        torch.from_numpy(pb), torch.from_numpy(pa), rtol=1e-3, atol=1e-6
-    )  # rounding, amplified where μ_B ≈ μ
+    fwd = [i for i, c in enumerate(PROBE_COLUMNS) if i not in GRAD]
+    grad = GRAD
+    # rounding, amplified where μ_B ≈ μ
+    torch.testing.assert_close(pb[:, fwd], pa[:, fwd], rtol=1e-3, atol=1e-6)
+    # The gradient statistics sum near-cancelling terms, per rank and then all-reduced: after one
+    # update they differ by up to 1.6% between 1 and 2 processes on an AVX2-only AMD EPYC (< 0.1%
+    # with AVX-512). BN on each rank's own half batch differs by far more (asserted below).
+    torch.testing.assert_close(pb[:, grad], pa[:, grad], rtol=5e-2, atol=1e-6)
     wa, wb = _weights(a), _weights(b)
     assert wa.keys() == wb.keys()
     for k in wa:
@@ -138,8 +146,9 @@ def test_image_two_processes_synced_equal_one_and_resume(smoke_overrides, tmp_pa
     across an interruption and resume under torchrun; per-rank BN uses half the batch per rank."""
     # Contiguous layout: PyTorch's channels_last BN backward on CPU rounds differently (~2e-6 of
     # the gradient). And few steps at a small lr: this smoke model amplifies rounding ~100x per step
-    # after step 4 (1 vs 2 threads in ONE process then differ by 6e-4 at step 5, as 1 vs 2 ranks do).
-    base = [*smoke_overrides, "norm=bn", "trainer.max_steps=4", "trainer.channels_last=false"]
+    # after step 3 (1 vs 2 ranks: losses 7e-4 apart at step 4 on an AVX2-only AMD EPYC, where the
+    # kernels round a rank's 16 images differently from one process's 32; < 2e-5 with AVX-512).
+    base = [*smoke_overrides, "norm=bn", "trainer.max_steps=3", "trainer.channels_last=false"]
     base += ["optim.lr=0.01", FLOAT32]
     one, two, per_rank = tmp_path / "one", tmp_path / "two", tmp_path / "per_rank"
     _one_process(base, one)
@@ -148,7 +157,8 @@ def test_image_two_processes_synced_equal_one_and_resume(smoke_overrides, tmp_pa
     resumed = _torchrun(synced, two)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming" in resumed.stdout
-    _assert_same_run(one, two, weight_atol=5e-4, loss_rtol=2e-5)  # 1 vs 2 threads: 1.7e-4
+    # weights after 3 steps: 6e-4 apart on the AVX2-only machine (1 vs 2 threads there: 2e-7)
+    _assert_same_run(one, two, weight_atol=1e-3, loss_rtol=2e-5)
 
     run = _torchrun(base, per_rank)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -161,7 +171,10 @@ def test_image_two_processes_synced_equal_one_and_resume(smoke_overrides, tmp_pa
     assert rank1.query("step == 1 and layer == 'stem_norm'")["var_dist"].item() != pytest.approx(
         first["var_dist"].item()
     )  # each rank's own shard: different batch statistics
-    assert len(_losses(per_rank)) == 4  # one metrics row per step: rank 0 alone writes
+    assert len(_losses(per_rank)) == 3  # one metrics row per step: rank 0 alone writes
+    own, synced_rows = torch.from_numpy(_probe(per_rank)), torch.from_numpy(_probe(one))
+    gap = ((own - synced_rows).abs() / synced_rows.abs().clamp_min(1e-6))[:, GRAD]
+    assert gap.max() > 0.2  # what the 5% tolerance above for the gradient statistics must catch
 
 
 def test_more_ranks_than_batch_items_is_refused_before_training(smoke_overrides, tmp_path):
